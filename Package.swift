@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "pyzfs",
+    products: [
+        .executable(name: "pyzfs", targets: ["pyzfs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries, each reached from exactly one Swift module.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+
+        // The FUSE-free core: archive index, tree, cache, zipapp knowledge.
+        .target(name: "PyzfsCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // libzip: decompression of any method it supports, and the reference reader.
+        .target(name: "PyzfsZip", dependencies: ["PyzfsCore", "CZip"]),
+        // libdeflate: whole-buffer inflate and CRC-32.
+        .target(name: "PyzfsInflate", dependencies: ["PyzfsCore", "CDeflate"]),
+        // libfuse3 low-level API.
+        .target(name: "PyzfsFUSE", dependencies: [
+            "PyzfsCore", "CFuse3", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "pyzfs", dependencies: [
+            "PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "PyzfsCoreTests", dependencies: ["PyzfsCore"]),
+        .testTarget(name: "PyzfsZipTests", dependencies: ["PyzfsCore", "PyzfsZip", "PyzfsInflate"]),
+        .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Random access to the bytes of an archive.
+public protocol ByteSource: Sendable {
+    /// The number of bytes in the source.
+    var size: UInt64 { get }
+    /// Reads up to `buffer.count` bytes at `offset`; returns how many were read (0 at the end).
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int
+}
+
+extension ByteSource {
+    /// Reads exactly `count` bytes at `offset`, or throws `.truncated`.
+    public func readExactly(_ count: Int, at offset: UInt64) throws(ArchiveError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let got = try withMutableBytes(&bytes) { (buffer) throws(ArchiveError) -> Int in
+            try readFully(into: buffer, at: offset)
+        }
+        guard got == count else {
+            throw .truncated("wanted \(count) bytes at offset \(offset), the file ends first")
+        }
+        return bytes
+    }
+
+    /// Fills as much of `buffer` as the source holds from `offset`; returns the count.
+    public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: offset + UInt64(done))
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+}
+
+/// An archive opened once, read with `pread`. The descriptor is kept for the life of the mount,
+/// so renaming another file over the path changes nothing that is served.
+public final class ArchiveFile: ByteSource, @unchecked Sendable {
+    // @unchecked: `fd` and the fields below never change after init; pread needs no lock.
+    public let path: String
+    public let fd: Int32
+    public let size: UInt64
+    public let device: UInt64
+    public let inode: UInt64
+    public let modificationTime: Int64
+
+    /// Opens `path` read-only.
+    /// - Throws: `.cannotOpen` (missing, unreadable, a directory) with the errno.
+    public init(path: String) throws(ArchiveError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw .cannotOpen(path: path, errno: errno) }
+        var st = stat()
+        if fstat(fd, &st) != 0 {
+            let e = errno
+            close(fd)
+            throw .cannotOpen(path: path, errno: e)
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw .cannotOpen(path: path, errno: EISDIR)
+        }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            close(fd)
+            throw .notZip(path: path, reason: "it is not a regular file")
+        }
+        self.path = path
+        self.fd = fd
+        self.size = UInt64(st.st_size)
+        self.device = UInt64(st.st_dev)
+        self.inode = UInt64(st.st_ino)
+        self.modificationTime = Int64(st.st_mtim.tv_sec)
+    }
+
+    deinit { close(fd) }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int {
+        guard buffer.count > 0 else { return 0 }
+        while true {
+            let n = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw .io(path: path, errno: errno)
+        }
+    }
+
+    /// A path that opens this same file again with an independent offset, whatever was renamed
+    /// over `path` since (for libraries that want a path).
+    public var stablePath: String { "/proc/self/fd/\(fd)" }
+
+    /// Whether the file at the descriptor still has the size and mtime it had when opened.
+    public func isUnchanged() -> Bool {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return false }
+        return UInt64(st.st_size) == size && Int64(st.st_mtim.tv_sec) == modificationTime
+    }
+}
+
+/// Bytes held in memory, for tests and small archives.
+public struct MemorySource: ByteSource {
+    public let bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public var size: UInt64 { UInt64(bytes.count) }
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int {
+        guard offset < size else { return 0 }
+        let n = min(buffer.count, bytes.count - Int(offset))
+        bytes.withUnsafeBytes { src in
+            buffer.baseAddress!.copyMemory(from: src.baseAddress! + Int(offset), byteCount: n)
+        }
+        return n
+    }
+}

@@ -1,0 +1,285 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The attributes of one node, as `stat` shows them.
+public struct Attributes: Sendable, Equatable {
+    public var inode: UInt64
+    /// File type and permission bits.
+    public var mode: UInt32
+    public var linkCount: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: UInt64
+    public var mtime: Int64
+    public var blocks: UInt64 { (size + 511) / 512 }
+}
+
+/// Who owns what the mount shows.
+public struct Ownership: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+}
+
+/// Figures for `statfs`.
+public struct VolumeStatistics: Sendable, Equatable {
+    public var blockSize: UInt64 = 4096
+    public var blocks: UInt64
+    public var files: UInt64
+    public var nameMax: UInt64 = UInt64(PathRules.maxComponentLength)
+}
+
+/// The mounted archive as a read-only filesystem, without FUSE: every operation the kernel can
+/// ask, answered from the tree, the archive and the cache. Safe to call from many threads.
+public final class ArchiveFileSystem: @unchecked Sendable {
+    // @unchecked: the lets are immutable or Sendable; mutable state is behind `lock`.
+    public let tree: Tree
+    public let reader: MemberReader
+    public let cache: MemberCache
+    public let ownership: Ownership
+    let volume: VolumeStatistics
+    var source: any ByteSource { reader.source }
+
+    private let lock = ConditionLock()
+    private var dataOffsets: [Int: UInt64] = [:]
+    private var storedChecks: [Int: StoredCheck] = [:]
+    private var streams = StreamPool()
+
+    /// Progress of the CRC check of a stored member read in order.
+    struct StoredCheck {
+        var next: UInt64 = 0
+        var crc: UInt32 = 0
+        var failed: MemberError? = nil
+    }
+
+    public init(tree: Tree, reader: MemberReader, cacheBudget: Int, ownership: Ownership) {
+        self.tree = tree
+        self.reader = reader
+        self.cache = MemberCache(budget: cacheBudget)
+        self.ownership = ownership
+        var bytes: UInt64 = 0
+        for e in tree.index.entries { bytes &+= e.uncompressedSize }
+        volume = VolumeStatistics(blocks: (bytes + 4095) / 4096, files: UInt64(tree.nodes.count))
+    }
+
+    // MARK: metadata
+
+    /// Inode number of node `i` (FUSE's root is 1).
+    @inline(__always) public static func inode(of i: Int) -> UInt64 { UInt64(i) + 1 }
+    /// Node index of inode `ino`, if it exists.
+    @inline(__always) public func node(ofInode ino: UInt64) -> Int? {
+        ino >= 1 && ino <= UInt64(tree.nodes.count) ? Int(ino - 1) : nil
+    }
+
+    /// `stat` of node `i`.
+    public func attributes(of i: Int) -> Attributes {
+        let n = tree.nodes[i]
+        var a = Attributes(inode: Self.inode(of: i), mode: UInt32(n.permissions), linkCount: 1,
+                           uid: ownership.uid, gid: ownership.gid, size: 0, mtime: tree.mtimes[i])
+        switch n.kind {
+        case .directory:
+            a.mode |= UInt32(S_IFDIR)
+            a.linkCount = 2 + n.subdirectoryCount
+        case .file:
+            a.mode |= UInt32(S_IFREG)
+            a.size = tree.index.entries[Int(n.entry)].uncompressedSize
+        case .symlink:
+            a.mode |= UInt32(S_IFLNK)
+            a.size = UInt64(tree.symlinkTargets[UInt32(i)]?.count ?? 0)
+        }
+        return a
+    }
+
+    /// FUSE `lookup`: the child of directory `parent` named `name`.
+    public func lookup(parent: Int, name: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        guard tree.nodes[parent].kind == .directory else { throw .notDirectory }
+        if name.count == 1 && name[0] == UInt8(ascii: ".") { return parent }
+        if name.count == 2 && name[0] == UInt8(ascii: ".") && name[1] == UInt8(ascii: ".") {
+            return Int(tree.nodes[parent].parent)
+        }
+        guard let c = tree.child(of: parent, named: name) else { throw .notFound }
+        return c
+    }
+
+    /// FUSE `opendir`/`readdir`: the visible children of `i`.
+    public func children(of i: Int) throws(FSError) -> ArraySlice<UInt32> {
+        guard tree.nodes[i].kind == .directory else { throw .notDirectory }
+        return tree.children(of: i)
+    }
+
+    /// FUSE `open`: refuses write intent and directories.
+    public func open(_ i: Int, flags: Int32) throws(FSError) {
+        if flags & O_ACCMODE != O_RDONLY || flags & (O_TRUNC | O_CREAT | O_APPEND) != 0 { throw .readOnly }
+        switch tree.nodes[i].kind {
+        case .directory: throw .isDirectory
+        case .symlink: throw .invalidArgument
+        case .file: return
+        }
+    }
+
+    /// FUSE `readlink`.
+    public func readlink(_ i: Int) throws(FSError) -> [UInt8] {
+        guard tree.nodes[i].kind == .symlink, let t = tree.symlinkTargets[UInt32(i)] else { throw .invalidArgument }
+        return t
+    }
+
+    /// FUSE `statfs`.
+    public var statistics: VolumeStatistics { volume }
+
+    // MARK: data
+
+    /// FUSE `read`: calls `body` with up to `count` bytes of node `i` from `offset` (fewer at the
+    /// end, none past it) and returns its result.
+    public func read<R>(_ i: Int, offset: UInt64, count: Int,
+                        _ body: (UnsafeRawBufferPointer) -> R) throws(FSError) -> R {
+        let n = tree.nodes[i]
+        switch n.kind {
+        case .directory: throw .isDirectory
+        case .symlink: throw .invalidArgument
+        case .file: break
+        }
+        let index = Int(n.entry)
+        let entry = tree.index.entries[index]
+        let size = entry.uncompressedSize
+        if offset >= size || count <= 0 { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        let length = Int(min(UInt64(count), size - offset))
+        if entry.isEncrypted { throw .member(.encrypted) }
+        do {
+            if entry.method == 0 {
+                return try readStored(index, entry, offset: offset, length: length, body)
+            }
+            let location = try locate(index, entry)
+            if cache.fits(size) {
+                let buffer = try cache.buffer(for: index, size: Int(size)) { (destination) throws(MemberError) in
+                    try reader.decode(location, into: destination)
+                }
+                return body(UnsafeRawBufferPointer(rebasing: buffer.contents[Int(offset)..<Int(offset) + length]))
+            }
+            return try readStreamed(location, offset: offset, length: length, body)
+        } catch {
+            throw .member(error)
+        }
+    }
+
+    /// The data offset of a member, read from its local header once.
+    public func locate(_ index: Int, _ entry: ZipEntry) throws(MemberError) -> MemberLocation {
+        if let known = lock.withLock({ dataOffsets[index] }) {
+            return MemberLocation(index: index, entry: entry, dataOffset: known)
+        }
+        let offset = try tree.index.dataOffset(of: entry, in: source)
+        lock.withLock { dataOffsets[index] = offset }
+        return MemberLocation(index: index, entry: entry, dataOffset: offset)
+    }
+
+    private func readStored<R>(_ index: Int, _ entry: ZipEntry, offset: UInt64, length: Int,
+                               _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R {
+        guard entry.compressedSize == entry.uncompressedSize else {
+            throw .sizeMismatch(declared: entry.uncompressedSize, actual: entry.compressedSize)
+        }
+        let location = try locate(index, entry)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
+        defer { scratch.deallocate() }
+        let got: Int
+        do {
+            got = try source.readFully(into: scratch, at: location.dataOffset + offset)
+        } catch {
+            if case let .io(_, e) = error { throw .io(e) }
+            throw .corrupt("\(error)")
+        }
+        guard got == length else { throw .corrupt("the archive ends inside the member") }
+        let bytes = UnsafeRawBufferPointer(scratch)
+        try checkStored(index, entry, offset: offset, bytes: bytes)
+        return body(bytes)
+    }
+
+    /// Continues the CRC of a stored member read from its start in order; once the end is reached
+    /// a mismatch fails this and every later read of it.
+    private func checkStored(_ index: Int, _ entry: ZipEntry, offset: UInt64, bytes: UnsafeRawBufferPointer) throws(MemberError) {
+        try lock.withLock { () throws(MemberError) in
+            var check = storedChecks[index] ?? StoredCheck()
+            if let failed = check.failed { throw failed }
+            guard check.next == offset, check.next < entry.uncompressedSize else { return }
+            check.crc = reader.checksum(check.crc, bytes)
+            check.next += UInt64(bytes.count)
+            if check.next == entry.uncompressedSize && check.crc != entry.crc32 {
+                check.failed = .crcMismatch(expected: entry.crc32, actual: check.crc)
+            }
+            storedChecks[index] = check
+            if let failed = check.failed { throw failed }
+        }
+    }
+
+    private func readStreamed<R>(_ location: MemberLocation, offset: UInt64, length: Int,
+                                 _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R {
+        let index = location.index
+        var cursor: StreamCursor
+        if let reused = lock.withLock({ streams.take(index, atOrBefore: offset) }) {
+            cursor = reused
+        } else {
+            guard let s = try reader.openStream(location) else { throw .unsupportedMethod(location.entry.method) }
+            cursor = StreamCursor(index: index, stream: s)
+        }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(length, 65536), alignment: 16)
+        defer { scratch.deallocate() }
+        // Skip forward to `offset`.
+        while cursor.stream.position < offset {
+            let want = Int(min(UInt64(scratch.count), offset - cursor.stream.position))
+            let n = try cursor.stream.read(into: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<want]))
+            if n == 0 { throw .sizeMismatch(declared: location.entry.uncompressedSize, actual: cursor.stream.position) }
+        }
+        var done = 0
+        while done < length {
+            let n = try cursor.stream.read(into: UnsafeMutableRawBufferPointer(rebasing: scratch[done..<length]))
+            if n == 0 { throw .sizeMismatch(declared: location.entry.uncompressedSize, actual: cursor.stream.position) }
+            done += n
+        }
+        if cursor.stream.position == location.entry.uncompressedSize {
+            // Reach the end so the decoder checks size and CRC before these last bytes are served.
+            var probe: UInt8 = 0
+            let extra = try withUnsafeMutableBytes(of: &probe) { (p) throws(MemberError) -> Int in try cursor.stream.read(into: p) }
+            if extra != 0 { throw .sizeMismatch(declared: location.entry.uncompressedSize, actual: location.entry.uncompressedSize + 1) }
+        } else {
+            lock.withLock { streams.put(cursor) }
+        }
+        return body(UnsafeRawBufferPointer(rebasing: scratch[0..<length]))
+    }
+}
+
+/// A stream checked out by one thread at a time.
+final class StreamCursor: @unchecked Sendable {
+    // @unchecked: a cursor is used by the one thread that took it from the pool.
+    let index: Int
+    let stream: any MemberStream
+    var lastUse: UInt64 = 0
+    init(index: Int, stream: any MemberStream) {
+        self.index = index
+        self.stream = stream
+    }
+}
+
+/// Idle streams of large members, so sequential reads continue instead of restarting.
+struct StreamPool {
+    static let capacity = 8
+    private var idle: [StreamCursor] = []
+    private var tick: UInt64 = 0
+
+    /// The idle stream of member `index` positioned closest before `offset`.
+    mutating func take(_ index: Int, atOrBefore offset: UInt64) -> StreamCursor? {
+        var best: Int? = nil
+        for (k, c) in idle.enumerated() where c.index == index && c.stream.position <= offset {
+            if best == nil || idle[best!].stream.position < c.stream.position { best = k }
+        }
+        guard let b = best else { return nil }
+        return idle.remove(at: b)
+    }
+
+    mutating func put(_ cursor: StreamCursor) {
+        tick += 1
+        cursor.lastUse = tick
+        if idle.count >= Self.capacity, let oldest = idle.indices.min(by: { idle[$0].lastUse < idle[$1].lastUse }) {
+            idle.remove(at: oldest)
+        }
+        idle.append(cursor)
+    }
+}

@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The decompressed bytes of one member; immutable once loaded, freed when the last reader
+/// and the cache let go of it.
+public final class MemberBuffer: @unchecked Sendable {
+    // @unchecked: written only by the one loader before it is published, read-only after.
+    public let bytes: UnsafeMutableRawBufferPointer
+
+    public let count: Int
+
+    init(count: Int) {
+        self.count = count
+        bytes = .allocate(byteCount: max(count, 1), alignment: 16)
+    }
+    deinit { bytes.deallocate() }
+
+    /// The loaded bytes.
+    public var contents: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[0..<count]) }
+}
+
+/// Counters of a cache, for `pyzfs stats`.
+public struct CacheStatistics: Sendable, Equatable {
+    public var budget = 0
+    public var bytesHeld = 0
+    public var membersHeld = 0
+    public var hits: UInt64 = 0
+    public var misses: UInt64 = 0
+    public var waits: UInt64 = 0
+    public var evictions: UInt64 = 0
+    public var decompressions: UInt64 = 0
+    public var decompressionNanoseconds: UInt64 = 0
+    public var decompressedBytes: UInt64 = 0
+    public var failures: UInt64 = 0
+}
+
+/// Decompressed members in memory, at most `budget` bytes of them, least recently used evicted
+/// first. Each member is loaded once even when many threads ask for it together; the others wait.
+public final class MemberCache: @unchecked Sendable {
+    // @unchecked: every field below is guarded by `lock`.
+    public let budget: Int
+    private let lock = ConditionLock()
+    private var buffers: [Int: MemberBuffer] = [:]
+    private var loading: Set<Int> = []
+    private var failures: [Int: MemberError] = [:]
+    private var reserved = 0  // bytes of loaded and loading members
+    private var sizes: [Int: Int] = [:]
+    // An intrusive LRU list over member indexes; `head` is the most recent.
+    private var previous: [Int: Int] = [:]
+    private var next: [Int: Int] = [:]
+    private var head: Int? = nil
+    private var tail: Int? = nil
+    private var stats = CacheStatistics()
+
+    public init(budget: Int) {
+        self.budget = budget
+        stats.budget = budget
+    }
+
+    /// Whether a member of `size` bytes can be held at all; larger ones are streamed.
+    public func fits(_ size: UInt64) -> Bool { size <= UInt64(budget) }
+
+    /// The member `key`, loading it with `load` into a buffer of `size` bytes if it is not held.
+    /// A failure is remembered: later calls throw it again without loading.
+    public func buffer(for key: Int, size: Int,
+                       load: (UnsafeMutableRawBufferPointer) throws(MemberError) -> Void) throws(MemberError) -> MemberBuffer {
+        precondition(size <= budget, "member larger than the cache budget must be streamed")
+        lock.lock()
+        var waited = false
+        while true {
+            if let b = buffers[key] {
+                touch(key)
+                if waited { stats.waits += 1 } else { stats.hits += 1 }
+                lock.unlock()
+                return b
+            }
+            if let e = failures[key] {
+                lock.unlock()
+                throw e
+            }
+            if loading.contains(key) {
+                waited = true
+                lock.wait()
+                continue
+            }
+            // Make room: evict loaded members; if only loading ones hold the budget, wait for them.
+            while reserved + size > budget, let victim = tail {
+                evict(victim)
+            }
+            if reserved + size > budget {
+                lock.wait()
+                continue
+            }
+            break
+        }
+        stats.misses += 1
+        loading.insert(key)
+        reserved += size
+        lock.unlock()
+
+        let buffer = MemberBuffer(count: size)
+        let start = monotonicNanoseconds()
+        var failure: MemberError? = nil
+        do {
+            try load(UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<size]))
+        } catch {
+            failure = error
+        }
+        let elapsed = monotonicNanoseconds() - start
+
+        lock.lock()
+        loading.remove(key)
+        stats.decompressions += 1
+        stats.decompressionNanoseconds += elapsed
+        if let failure {
+            reserved -= size
+            failures[key] = failure
+            stats.failures += 1
+            lock.broadcast()
+            lock.unlock()
+            throw failure
+        }
+        stats.decompressedBytes += UInt64(size)
+        buffers[key] = buffer
+        sizes[key] = size
+        insertAtHead(key)
+        stats.bytesHeld = reserved
+        stats.membersHeld = buffers.count
+        lock.broadcast()
+        lock.unlock()
+        return buffer
+    }
+
+    /// Whether member `key` is held now (loaded, not loading).
+    public func contains(_ key: Int) -> Bool { lock.withLock { buffers[key] != nil } }
+
+    /// Whether member `key` is loaded or being loaded.
+    public func isPresentOrLoading(_ key: Int) -> Bool {
+        lock.withLock { buffers[key] != nil || loading.contains(key) || failures[key] != nil }
+    }
+
+    public var statistics: CacheStatistics {
+        lock.withLock {
+            var s = stats
+            s.bytesHeld = reserved
+            s.membersHeld = buffers.count
+            return s
+        }
+    }
+
+    // MARK: LRU list (lock held)
+
+    private func touch(_ key: Int) {
+        guard head != key else { return }
+        unlink(key)
+        insertAtHead(key)
+    }
+
+    private func insertAtHead(_ key: Int) {
+        previous[key] = nil
+        next[key] = head
+        if let h = head { previous[h] = key }
+        head = key
+        if tail == nil { tail = key }
+    }
+
+    private func unlink(_ key: Int) {
+        let p = previous[key], n = next[key]
+        if let p { next[p] = n } else { head = n }
+        if let n { previous[n] = p } else { tail = p }
+        previous[key] = nil
+        next[key] = nil
+    }
+
+    private func evict(_ key: Int) {
+        unlink(key)
+        buffers[key] = nil
+        reserved -= sizes.removeValue(forKey: key) ?? 0
+        stats.evictions += 1
+    }
+}

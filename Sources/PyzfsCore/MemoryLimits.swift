@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How much memory this process may use: the cgroup limit when one is set, else the machine's RAM.
+public enum MemoryLimits {
+    /// The default decompression budget: an eighth of the usable memory, between 64 MiB and 1 GiB.
+    public static func defaultCacheSize() -> UInt64 {
+        let usable = usableMemory() ?? (4 << 30)
+        return min(1 << 30, max(64 << 20, usable / 8))
+    }
+
+    /// The smaller of the cgroup v2 (or v1) memory limit and MemTotal.
+    public static func usableMemory() -> UInt64? {
+        var best = physicalMemory()
+        for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+            if let text = readSmallFile(path), let v = UInt64(text.trimmingCharacters(in: " \n")), v > 0 {
+                best = min(best ?? v, v)
+            }
+        }
+        return best
+    }
+
+    static func physicalMemory() -> UInt64? {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return nil }
+        return UInt64(pages) * UInt64(size)
+    }
+}
+
+/// The contents of a small text file (procfs, sysfs), or nil.
+public func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while out.count < limit {
+        let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        out += chunk[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+extension String {
+    /// Trims characters in `set` from both ends.
+    public func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s.removeFirst() }
+        while let l = s.last, set.contains(l) { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,175 @@
+/// `-o` options of `pyzfs mount`, split into pyzfs's own (typed) and those handed to libfuse.
+public struct MountOptions: Sendable, Equatable {
+    /// Bytes of decompressed members held in memory (`cache_size=`); nil for the default.
+    public var cacheSize: UInt64? = nil
+    public var uid: UInt32? = nil
+    public var gid: UInt32? = nil
+    /// Bits cleared from every mode (`umask=`, octal).
+    public var umask: UInt16? = nil
+    /// Log file of a server in the background (`log=`); syslog otherwise.
+    public var logFile: String? = nil
+    public var symlinks: SymlinkPolicy = .inside
+    /// Options passed to libfuse, in order, without the ones pyzfs forces.
+    public var libfuse: [String] = []
+    /// What was asked for and overridden (`rw`, `dev`, `suid`), to warn about.
+    public var overridden: [String] = []
+    /// Whether `noexec` was asked for (native extensions then cannot load).
+    public var noexec = false
+
+    public init() {}
+
+    /// Options libfuse 3.14 (session or mount) accepts, passed on as given.
+    static let libfuseFlags: Set<String> = [
+        "allow_other", "allow_root", "default_permissions", "auto_unmount", "blkdev",
+        "exec", "noexec", "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
+        "strictatime", "nostrictatime", "lazytime", "nolazytime", "sync", "async", "dirsync",
+        "ro", "nosuid", "nodev",
+    ]
+    static let libfuseValued: Set<String> = [
+        "fsname", "subtype", "max_read", "blksize", "context", "fscontext", "defcontext", "rootcontext",
+        "max_threads", "max_idle_threads",
+    ]
+    /// mount(8) and fstab words that say nothing to a FUSE server.
+    static let ignoredFlags: Set<String> = [
+        "defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner", "group",
+        "noowner", "nogroup", "loud", "silent", "nouser_xattr", "user_xattr",
+    ]
+    /// Forced to read-only, nosuid, nodev whatever is asked.
+    static let overriddenFlags: Set<String> = ["rw", "dev", "suid"]
+
+    /// Parses comma-separated option strings (each as given to one `-o`).
+    /// A backslash escapes a comma, as libfuse reads it.
+    /// - Throws: `.unknownOption` or `.badValue`, naming the option.
+    public static func parse(_ groups: [String]) throws(OptionError) -> MountOptions {
+        var o = MountOptions()
+        for group in groups {
+            for option in splitOptions(group) where !option.isEmpty {
+                try o.apply(option)
+            }
+        }
+        return o
+    }
+
+    mutating func apply(_ option: String) throws(OptionError) {
+        let key: String
+        let value: String?
+        if let eq = option.firstIndex(of: "=") {
+            key = String(option[..<eq])
+            value = String(option[option.index(after: eq)...])
+        } else {
+            key = option
+            value = nil
+        }
+        func need() throws(OptionError) -> String {
+            guard let value, !value.isEmpty else { throw .badValue(option: key, reason: "needs a value (\(key)=...)") }
+            return value
+        }
+        switch key {
+        case "cache_size":
+            let v = try need()
+            guard let bytes = parseSize(v), bytes > 0 else {
+                throw .badValue(option: key, reason: "'\(v)' is not a size such as 256M, 1G or 1048576")
+            }
+            cacheSize = bytes
+        case "uid":
+            let v = try need()
+            guard let n = UInt32(v) else { throw .badValue(option: key, reason: "'\(v)' is not a numeric user id") }
+            uid = n
+        case "gid":
+            let v = try need()
+            guard let n = UInt32(v) else { throw .badValue(option: key, reason: "'\(v)' is not a numeric group id") }
+            gid = n
+        case "umask":
+            let v = try need()
+            guard let n = UInt16(v, radix: 8), n <= 0o7777 else {
+                throw .badValue(option: key, reason: "'\(v)' is not an octal mask such as 022")
+            }
+            umask = n
+        case "log":
+            logFile = try need()
+        case "symlinks":
+            let v = try need()
+            guard let p = SymlinkPolicy(rawValue: v) else {
+                throw .badValue(option: key, reason: "'\(v)' is not one of \(SymlinkPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            symlinks = p
+        default:
+            if value == nil && Self.overriddenFlags.contains(key) {
+                if !overridden.contains(key) { overridden.append(key) }
+            } else if value == nil && Self.ignoredFlags.contains(key) {
+                break
+            } else if key.hasPrefix("x-") || key == "comment" {
+                break  // fstab annotations (x-systemd.*, x-gvfs-*) are for other programs
+            } else if value == nil && Self.libfuseFlags.contains(key) {
+                if key == "noexec" { noexec = true }
+                if key == "exec" { noexec = false }
+                if !["ro", "nosuid", "nodev"].contains(key) { libfuse.append(key) }
+            } else if value != nil && Self.libfuseValued.contains(key) {
+                _ = try need()
+                libfuse.append(option)
+            } else {
+                throw .unknownOption(key)
+            }
+        }
+    }
+
+    /// Splits at commas not preceded by a backslash; the backslashes stay (libfuse unescapes).
+    static func splitOptions(_ s: String) -> [String] {
+        var parts: [String] = []
+        var current = ""
+        var escaped = false
+        for c in s {
+            if escaped { current.append(c); escaped = false; continue }
+            if c == "\\" { current.append(c); escaped = true; continue }
+            if c == "," { parts.append(current); current = ""; continue }
+            current.append(c)
+        }
+        parts.append(current)
+        return parts
+    }
+
+    /// The value of a libfuse option given by the user, such as `fsname`.
+    public func libfuseValue(_ key: String) -> String? {
+        for o in libfuse where o.hasPrefix(key + "=") { return String(o.dropFirst(key.count + 1)) }
+        return nil
+    }
+}
+
+/// An option pyzfs does not accept.
+public enum OptionError: Error, Equatable, Sendable, CustomStringConvertible {
+    case unknownOption(String)
+    case badValue(option: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownOption(o): return "unknown option '\(o)' (see pyzfs mount --help for the options)"
+        case let .badValue(o, r): return "bad value for option '\(o)': \(r)"
+        }
+    }
+}
+
+/// Parses `1048576`, `64K`, `256M`, `1G`, `1.5G` (powers of 1024; a trailing `B`/`iB` is allowed).
+public func parseSize(_ text: String) -> UInt64? {
+    var s = text.uppercased()
+    if s.hasSuffix("IB") { s.removeLast(2) } else if s.hasSuffix("B") { s.removeLast() }
+    var multiplier: Double = 1
+    if let last = s.last, let m = ["K": 1024.0, "M": 1048576.0, "G": 1073741824.0, "T": 1099511627776.0][String(last)] {
+        multiplier = m
+        s.removeLast()
+    }
+    guard !s.isEmpty, let n = Double(s), n >= 0, n.isFinite else { return nil }
+    let bytes = n * multiplier
+    guard bytes < 1.8e19 else { return nil }
+    return UInt64(bytes)
+}
+
+/// `1.5 GiB`-style text for messages.
+public func formatSize(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(bytes)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    if u == 0 { return "\(bytes) B" }
+    let rounded = (v * 10).rounded() / 10
+    return rounded == rounded.rounded() ? "\(Int(rounded)) \(units[u])" : "\(rounded) \(units[u])"
+}

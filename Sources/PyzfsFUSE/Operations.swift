@@ -1,0 +1,286 @@
+import CFuse3
+import Logging
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The FUSE low-level operations over an `ArchiveFileSystem`: each handler turns a request into
+/// one reply. They take a `Responder`, so tests call them without a kernel.
+public final class Operations: @unchecked Sendable {
+    // @unchecked: `reported` is guarded by `lock`; everything else is immutable.
+    public let fs: ArchiveFileSystem
+    let logger: Logger
+    /// Seconds the kernel may cache names, attributes and negative lookups: the tree never changes.
+    public static let timeout: Double = 365 * 86400
+    private let lock = ConditionLock()
+    private var reported: Set<Int> = []
+    /// Prefix of the control attributes on the root (read by `pyzfs list` and `pyzfs stats`).
+    public static let controlPrefix = "user.pyzfs."
+    let archivePath: String
+
+    public init(fs: ArchiveFileSystem, archivePath: String, logger: Logger) {
+        self.fs = fs
+        self.archivePath = archivePath
+        self.logger = logger
+    }
+
+    // MARK: the one errno mapping
+
+    /// The errno for a filesystem error; member failures are logged once per node with their cause.
+    public func errno(for error: FSError, node: Int? = nil) -> Int32 {
+        switch error {
+        case .notFound: return ENOENT
+        case .notDirectory: return ENOTDIR
+        case .isDirectory: return EISDIR
+        case .notSymlink, .invalidArgument: return EINVAL
+        case .readOnly: return EROFS
+        case .noAttribute: return ENODATA
+        case .rangeTooSmall: return ERANGE
+        case let .member(cause):
+            if let node {
+                let first = lock.withLock { reported.insert(node).inserted }
+                if first { logger.error("cannot read \(fs.tree.path(of: node)): \(cause)") }
+            }
+            if case .encrypted = cause { return EACCES }
+            return EIO
+        }
+    }
+
+    // MARK: attributes
+
+    func stat(of node: Int) -> stat {
+        let a = fs.attributes(of: node)
+        var st = Glibc.stat()
+        st.st_ino = __ino_t(a.inode)
+        st.st_mode = a.mode
+        st.st_nlink = UInt(a.linkCount)
+        st.st_uid = a.uid
+        st.st_gid = a.gid
+        st.st_size = Int(a.size)
+        st.st_blocks = Int(a.blocks)
+        st.st_blksize = 4096
+        st.st_mtim = timespec(tv_sec: Int(a.mtime), tv_nsec: 0)
+        st.st_atim = st.st_mtim
+        st.st_ctim = st.st_mtim
+        return st
+    }
+
+    func entryParam(_ node: Int) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = ArchiveFileSystem.inode(of: node)
+        e.generation = 1
+        e.attr = stat(of: node)
+        e.attr_timeout = Self.timeout
+        e.entry_timeout = Self.timeout
+        return e
+    }
+
+    @inline(__always)
+    func node(_ r: some Responder, _ ino: fuse_ino_t) -> Int? {
+        guard let n = fs.node(ofInode: UInt64(ino)) else {
+            r.error(ENOENT)
+            return nil
+        }
+        return n
+    }
+
+    // MARK: handlers
+
+    /// FUSE `lookup`. A miss is answered with inode 0 and a timeout, so the kernel caches it.
+    public func lookup(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
+        guard let p = node(r, parent) else { return }
+        let bytes = UnsafeRawBufferPointer(start: name, count: strlen(name))
+        do {
+            let c = try fs.lookup(parent: p, name: bytes)
+            r.entry(entryParam(c))
+        } catch .notFound {
+            var e = fuse_entry_param()
+            e.ino = 0
+            e.entry_timeout = Self.timeout
+            r.entry(e)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `forget`: inodes live as long as the mount, so there is nothing to release.
+    public func forget(_ r: some Responder) { r.none() }
+
+    /// FUSE `getattr`.
+    public func getattr(_ r: some Responder, ino: fuse_ino_t) {
+        guard let n = node(r, ino) else { return }
+        r.attr(stat(of: n), timeout: Self.timeout)
+    }
+
+    /// FUSE `open`: read-only, the page cache kept across opens.
+    public func open(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
+        guard let n = node(r, ino) else { return }
+        do {
+            try fs.open(n, flags: fi?.pointee.flags ?? O_RDONLY)
+            r.open(fi, keepCache: true, cacheDirectory: false)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `read`.
+    public func read(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int) {
+        guard let n = node(r, ino) else { return }
+        guard offset >= 0 else { return r.error(EINVAL) }
+        do {
+            try fs.read(n, offset: UInt64(offset), count: size) { bytes in r.data(bytes) }
+        } catch {
+            r.error(errno(for: error, node: n))
+        }
+    }
+
+    /// FUSE `release` and `releasedir`: no per-handle state.
+    public func release(_ r: some Responder) { r.error(0) }
+
+    /// FUSE `opendir`: listings cached by the kernel.
+    public func opendir(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
+        guard let n = node(r, ino) else { return }
+        guard fs.tree.nodes[n].kind == .directory else { return r.error(ENOTDIR) }
+        r.open(fi, keepCache: true, cacheDirectory: true)
+    }
+
+    /// FUSE `readdir` and `readdirplus`. Offsets: 0 is the start, entry k (`.`, `..`, then the
+    /// children in archive order) carries offset k + 1, the offset of the entry after it.
+    public func readdir(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int, plus: Bool) {
+        guard let n = node(r, ino) else { return }
+        let children: ArraySlice<UInt32>
+        do { children = try fs.children(of: n) } catch { return r.error(errno(for: error)) }
+        let total = children.count + 2
+        guard offset >= 0 else { return r.error(EINVAL) }
+        if offset >= total { return r.data(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 8)
+        defer { buffer.deallocate() }
+        var used = 0
+        var nameBuffer = [CChar](repeating: 0, count: PathRules.maxComponentLength + 1)
+        for k in offset..<total {
+            let child: Int
+            switch k {
+            case 0: child = n; nameBuffer[0] = 0x2E; nameBuffer[1] = 0
+            case 1: child = Int(fs.tree.nodes[n].parent); nameBuffer[0] = 0x2E; nameBuffer[1] = 0x2E; nameBuffer[2] = 0
+            default:
+                child = Int(children[children.startIndex + k - 2])
+                let name = fs.tree.name(of: child)
+                for (j, b) in name.enumerated() { nameBuffer[j] = CChar(bitPattern: b) }
+                nameBuffer[name.count] = 0
+            }
+            let remaining = size - used
+            let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
+            let needed: Int
+            if plus {
+                var e = entryParam(child)
+                needed = fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
+            } else {
+                var st = Glibc.stat()
+                st.st_ino = __ino_t(ArchiveFileSystem.inode(of: child))
+                st.st_mode = fs.attributes(of: child).mode
+                needed = fuse_add_direntry(nil, start, remaining, nameBuffer, &st, off_t(k + 1))
+            }
+            if needed > remaining { break }
+            used += needed
+        }
+        r.data(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+    }
+
+    /// FUSE `readlink`.
+    public func readlink(_ r: some Responder, ino: fuse_ino_t) {
+        guard let n = node(r, ino) else { return }
+        do {
+            var target = try fs.readlink(n)
+            target.append(0)
+            target.withUnsafeBytes { r.readlink($0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `statfs`.
+    public func statfs(_ r: some Responder) {
+        let v = fs.statistics
+        var st = statvfs()
+        st.f_bsize = UInt(v.blockSize)
+        st.f_frsize = UInt(v.blockSize)
+        st.f_blocks = UInt(v.blocks)
+        st.f_files = UInt(v.files)
+        st.f_namemax = UInt(v.nameMax)
+        r.statfs(st)
+    }
+
+    /// FUSE `getxattr`. Members carry no attributes; the root answers pyzfs's control names
+    /// (not listed, so copying tools do not carry them).
+    public func getxattr(_ r: some Responder, ino: fuse_ino_t, name: UnsafePointer<CChar>, size: Int) {
+        guard let n = node(r, ino) else { return }
+        guard n == Tree.root, let value = controlAttribute(string(fromCString: name)) else { return r.error(ENODATA) }
+        let bytes = Array(value.utf8)
+        if size == 0 { return r.xattrSize(bytes.count) }
+        guard size >= bytes.count else { return r.error(ERANGE) }
+        bytes.withUnsafeBytes { r.data($0) }
+    }
+
+    /// FUSE `listxattr`: no attributes.
+    public func listxattr(_ r: some Responder, ino: fuse_ino_t, size: Int) {
+        guard node(r, ino) != nil else { return }
+        if size == 0 { r.xattrSize(0) } else { r.data(UnsafeRawBufferPointer(start: nil, count: 0)) }
+    }
+
+    /// Every operation that would change the tree.
+    public func refuseWrite(_ r: some Responder) { r.error(EROFS) }
+
+    /// Values of the control attributes on the root.
+    func controlAttribute(_ name: String) -> String? {
+        guard name.hasPrefix(Self.controlPrefix) else { return nil }
+        switch name.dropFirst(Self.controlPrefix.count) {
+        case "pid": return String(getpid())
+        case "archive": return archivePath
+        case "stats": return statisticsJSON()
+        default: return nil
+        }
+    }
+
+    func statisticsJSON() -> String {
+        let s = fs.cache.statistics
+        return """
+        {"pid":\(getpid()),"archive":\(jsonString(archivePath)),"budget":\(s.budget),"bytes_held":\(s.bytesHeld),\
+        "members_held":\(s.membersHeld),"hits":\(s.hits),"misses":\(s.misses),"waits":\(s.waits),\
+        "evictions":\(s.evictions),"decompressions":\(s.decompressions),\
+        "decompression_seconds":\(Double(s.decompressionNanoseconds) / 1e9),"decompressed_bytes":\(s.decompressedBytes),\
+        "failures":\(s.failures)}
+        """
+    }
+}
+
+/// A JSON string literal.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                let h = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// Reads one of a server's control attributes on its mount's root; nil when the server is gone
+/// or the mount is not pyzfs's.
+public func readControlAttribute(mountpoint: String, name: String) -> String? {
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let n = buffer.withUnsafeMutableBytes { getxattr(mountpoint, Operations.controlPrefix + name, $0.baseAddress, $0.count) }
+    guard n >= 0 else { return nil }
+    return String(decoding: buffer[0..<n], as: UTF8.self)
+}

@@ -1,0 +1,165 @@
+import CFuse3
+import Logging
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a mount could not be made or served.
+public enum MountError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// libfuse refused the options.
+    case badOptions(String)
+    /// The mount system call (or fusermount3) failed; the text is libfuse's reason.
+    case mountFailed(String)
+
+    public var description: String {
+        switch self {
+        case let .badOptions(s): return "libfuse refused the options: \(s)"
+        case let .mountFailed(s): return s
+        }
+    }
+}
+
+/// How the session reads requests.
+public struct ServerConfiguration: Sendable {
+    /// libfuse `-o` options (mount options and session options it knows).
+    public var libfuseOptions: [String] = []
+    /// Log every request (libfuse `-d`).
+    public var debug = false
+    /// One thread reads and answers every request when false.
+    public var multithreaded = true
+    /// Ask the kernel for open-less files and directories when it offers them.
+    public var zeroMessageOpens = false
+    public init() {}
+}
+
+/// Things libfuse itself logged, kept so that a failed mount can say why.
+final class LibfuseLog: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    static let shared = LibfuseLog()
+    private let lock = ConditionLock()
+    private var lines: [String] = []
+    private var logger: Logger? = nil
+
+    func attach(_ logger: Logger) { lock.withLock { self.logger = logger } }
+
+    func record(level: UInt32, _ text: String) {
+        let logger = lock.withLock { () -> Logger? in
+            lines.append(text)
+            if lines.count > 20 { lines.removeFirst() }
+            return self.logger
+        }
+        // FUSE_LOG_ERR = 3, FUSE_LOG_WARNING = 4.
+        if level <= 4 { logger?.warning("libfuse: \(text)") } else { logger?.debug("libfuse: \(text)") }
+    }
+
+    /// The last message, without libfuse's "fuse: " prefix.
+    func last() -> String? {
+        lock.withLock { lines.last.map { $0.hasPrefix("fuse: ") ? String($0.dropFirst(6)) : $0 } }
+    }
+}
+
+/// What a request's userdata points to.
+final class SessionContext: @unchecked Sendable {
+    // @unchecked: `onReady` is called once from libfuse's init, before any other request.
+    let operations: Operations
+    let configuration: ServerConfiguration
+    var onReady: (@Sendable () -> Void)?
+
+    init(operations: Operations, configuration: ServerConfiguration) {
+        self.operations = operations
+        self.configuration = configuration
+    }
+
+    func initialize(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
+        let capable = conn.pointee.capable
+        var want = conn.pointee.want
+        // The tree never changes: nothing to re-validate against mtime.
+        want &= ~UInt32(FUSE_CAP_AUTO_INVAL_DATA)
+        for cap in [FUSE_CAP_CACHE_SYMLINKS, FUSE_CAP_READDIRPLUS, FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_ASYNC_READ]
+            where capable & UInt32(cap) != 0 {
+            want |= UInt32(cap)
+        }
+        conn.pointee.want = want
+        onReady?()
+        onReady = nil
+    }
+}
+
+/// A libfuse low-level session serving `Operations` on a mount point.
+public final class Server {
+    let context: SessionContext
+    let session: OpaquePointer
+    public let mountpoint: String
+    private var mounted = false
+
+    /// Creates the session (nothing is mounted yet).
+    /// - Throws: `.badOptions` when libfuse rejects an option.
+    public init(operations: Operations, mountpoint: String, configuration: ServerConfiguration) throws(MountError) {
+        LibfuseLog.shared.attach(operations.logger)
+        fuse_set_log_func(libfuseLogFunction)
+        context = SessionContext(operations: operations, configuration: configuration)
+        self.mountpoint = mountpoint
+        var argv = ["pyzfs"]
+        if !configuration.libfuseOptions.isEmpty {
+            argv += ["-o", configuration.libfuseOptions.joined(separator: ",")]
+        }
+        if configuration.debug { argv.append("-d") }
+        var cStrings = argv.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        var args = fuse_args(argc: Int32(cStrings.count), argv: nil, allocated: 0)
+        var ops = makeOperations()
+        let userdata = Unmanaged.passUnretained(context).toOpaque()
+        let created = cStrings.withUnsafeMutableBufferPointer { buffer -> OpaquePointer? in
+            args.argv = buffer.baseAddress
+            let se = pyzfs_fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
+            fuse_opt_free_args(&args)
+            return se
+        }
+        guard let created else {
+            throw .badOptions(LibfuseLog.shared.last() ?? configuration.libfuseOptions.joined(separator: ","))
+        }
+        session = created
+    }
+
+    deinit {
+        if mounted { fuse_session_unmount(session) }
+        fuse_session_destroy(session)
+    }
+
+    /// Mounts. The kernel queues requests until `run` answers its INIT.
+    /// - Throws: `.mountFailed` with libfuse's reason.
+    public func mount() throws(MountError) {
+        guard fuse_session_mount(session, mountpoint) == 0 else {
+            throw .mountFailed(LibfuseLog.shared.last() ?? "mount failed")
+        }
+        mounted = true
+    }
+
+    /// Serves requests until the mount goes away or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
+    /// - Parameter onReady: called once the kernel's INIT is answered: the mount is usable.
+    /// - Returns: 0, or libfuse's error from the loop.
+    public func run(onReady: (@Sendable () -> Void)? = nil) -> Int32 {
+        context.onReady = onReady
+        if fuse_set_signal_handlers(session) != 0 { return -1 }
+        let result: Int32
+        if context.configuration.multithreaded {
+            let config = fuse_loop_cfg_create()
+            fuse_loop_cfg_set_clone_fd(config, 0)
+            fuse_loop_cfg_set_idle_threads(config, 10)
+            result = pyzfs_fuse_session_loop_mt(session, config)
+            fuse_loop_cfg_destroy(config)
+        } else {
+            result = fuse_session_loop(session)
+        }
+        fuse_remove_signal_handlers(session)
+        if mounted {
+            fuse_session_unmount(session)
+            mounted = false
+        }
+        return result
+    }
+
+    /// The /dev/fuse descriptor of the session (to keep it out of exec'd children).
+    public var fd: Int32 { fuse_session_fd(session) }
+}

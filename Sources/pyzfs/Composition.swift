@@ -1,0 +1,62 @@
+import Logging
+import PyzfsCore
+import PyzfsFUSE
+import PyzfsInflate
+import PyzfsZip
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An archive opened, indexed and ready to serve: what `mount` and `run` share.
+struct OpenedArchive {
+    let path: String
+    let file: ArchiveFile
+    let index: ZipIndex
+    let filesystem: ArchiveFileSystem
+}
+
+/// The absolute form of `path` (symlinks resolved when it exists).
+func absolutePath(_ path: String) -> String {
+    if let r = realpath(path, nil) {
+        defer { free(r) }
+        return string(fromCString: r)
+    }
+    if path.hasPrefix("/") { return path }
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buffer, buffer.count) != nil else { return path }
+    return string(fromCString: buffer) + "/" + path
+}
+
+/// Opens and indexes an archive and builds what serves it.
+/// - Throws: a `Failure` with exit code 66 (cannot read) or 65 (not a zip, damaged).
+func openArchive(_ path: String, options: MountOptions) throws(Failure) -> OpenedArchive {
+    let absolute = absolutePath(path)
+    let file: ArchiveFile
+    let index: ZipIndex
+    do {
+        file = try ArchiveFile(path: absolute)
+        index = try ZipIndex.read(from: file, path: path)
+    } catch {
+        throw Failure(error, path: path)
+    }
+    let decoders: [any MemberDecoder] = [DeflateDecoder(source: file), LibzipDecoder(archive: file, index: index)]
+    let reader = MemberReader(source: file, index: index, decoders: decoders, checksum: crc32)
+    let treeOptions = TreeOptions(umask: options.umask ?? 0, symlinks: options.symlinks,
+                                  defaultTime: file.modificationTime)
+    let tree = Tree(index: index, options: treeOptions) { i in try? reader.readWhole(i, limit: 4096) }
+    report(tree.warnings)
+    let budget = options.cacheSize ?? MemoryLimits.defaultCacheSize()
+    let filesystem = ArchiveFileSystem(
+        tree: tree, reader: reader, cacheBudget: Int(clamping: budget),
+        ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()))
+    return OpenedArchive(path: absolute, file: file, index: index, filesystem: filesystem)
+}
+
+/// Logs the members that were skipped or changed, the first few in full.
+func report(_ warnings: [TreeWarning]) {
+    let shown = 10
+    for w in warnings.prefix(shown) { log.warning("\(w)") }
+    if warnings.count > shown {
+        log.warning("\(warnings.count - shown) more members skipped or changed (the first \(shown) are above)")
+    }
+}

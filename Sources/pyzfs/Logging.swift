@@ -1,0 +1,94 @@
+import Logging
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where log lines go; switched once the server leaves the terminal.
+enum LogDestination {
+    case standardError
+    case syslog
+    case file(Int32)
+}
+
+/// The process's log sink. A process-wide value because swift-log's bootstrap is process-wide.
+final class LogSink: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    static let shared = LogSink()
+    private let lock = ConditionLock()
+    private var destination = LogDestination.standardError
+    private(set) var level = Logger.Level.info
+
+    func set(_ d: LogDestination) {
+        lock.withLock {
+            destination = d
+            if case .syslog = d { openlog("pyzfs", LOG_PID, LOG_DAEMON) }
+        }
+    }
+
+    func setLevel(_ l: Logger.Level) { lock.withLock { level = l } }
+
+    func write(level: Logger.Level, _ message: String) {
+        lock.withLock {
+            switch destination {
+            case .standardError:
+                writeAll(2, "pyzfs: \(level == .info || level == .notice ? "" : "\(level): ")\(message)\n")
+            case let .file(fd):
+                writeAll(fd, "\(timestamp()) pyzfs[\(getpid())] \(level): \(message)\n")
+            case .syslog:
+                let priority: Int32
+                switch level {
+                case .trace, .debug: priority = LOG_DEBUG
+                case .info: priority = LOG_INFO
+                case .notice: priority = LOG_NOTICE
+                case .warning: priority = LOG_WARNING
+                case .error: priority = LOG_ERR
+                case .critical: priority = LOG_CRIT
+                }
+                message.withCString { text in withVaList([text]) { vsyslog(priority, "%s", $0) } }
+            }
+        }
+    }
+
+    private func timestamp() -> String {
+        var t = time(nil)
+        var tm = Glibc.tm()
+        localtime_r(&t, &tm)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &tm)
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// swift-log handler writing to `LogSink`.
+struct PyzfsLogHandler: LogHandler {
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level {
+        get { LogSink.shared.level }
+        set { LogSink.shared.setLevel(newValue) }
+    }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        LogSink.shared.write(level: event.level, event.message.description)
+    }
+}
+
+/// Writes a whole string to a descriptor.
+func writeAll(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
+    }
+}
+
+let log: Logger = {
+    LoggingSystem.bootstrap { _ in PyzfsLogHandler() }
+    return Logger(label: "pyzfs")
+}()

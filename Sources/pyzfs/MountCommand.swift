@@ -1,0 +1,232 @@
+import ArgumentParser
+import Logging
+import PyzfsCore
+import PyzfsFUSE
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a zipapp (.pyz) or zip archive read-only.",
+        discussion: """
+        Returns once the mount is usable; the server then runs in the background and logs to \
+        syslog/journald (-o log=FILE for a file). With -f it stays in the foreground and logs to \
+        stderr. The mount is always read-only, nosuid and nodev: rw, dev and suid are overridden \
+        with a warning. Unmount with 'pyzfs unmount MOUNTPOINT' (or fusermount3 -u, or umount).
+
+        Options (-o, comma-separated):
+          cache_size=SIZE   memory for decompressed members (256M, 1G; default: an eighth of
+                            the memory this process may use, cgroup limit included, 64M-1G)
+          uid=N, gid=N      owner and group of every file (default: the mounting user's)
+          umask=OCT         permission bits cleared from every mode (e.g. 022)
+          log=FILE          log file of the background server (default: syslog)
+          symlinks=inside|all
+                            links pointing out of the mount are hidden (inside, the default)
+                            or shown as they are (all)
+          allow_other, allow_root, default_permissions, auto_unmount, fsname=, subtype=,
+          max_read=, noexec, noatime and the other mount(8) flags are passed to libfuse;
+          defaults, nofail, _netdev, auto, noauto, user(s), x-* (fstab words) are ignored.
+        Any other option is an error.
+
+        As an fstab entry (mount.fuse3 runs 'pyzfs ARCHIVE MOUNTPOINT -o OPTS'):
+          /opt/app.pyz  /mnt/app  fuse.pyzfs  allow_other,nofail  0 0
+
+        Exit codes: 0 mounted; 64 bad option; 65 not a zip or damaged; 66 archive unreadable;
+        69 FUSE unavailable; 70 internal error; 71 mount failed; 73 bad mount point;
+        75 mount point in use; 77 no permission (docs/errors.md).
+        """)
+
+    @Argument(help: "The zipapp or zip file to mount.")
+    var archive: String
+
+    @Argument(help: "An existing directory to mount it on.")
+    var mountpoint: String
+
+    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated (see below).", valueName: "options"))
+    var options: [String] = []
+
+    @Flag(name: .customShort("f"), help: "Stay in the foreground and log to stderr.")
+    var foreground = false
+
+    @Flag(name: .customShort("d"), help: "Log every FUSE request (implies -f).")
+    var debug = false
+
+    @Flag(name: .customShort("s"), help: "Serve requests from one thread.")
+    var singleThreaded = false
+
+    func run() throws {
+        try Mounter(archive: archive, mountpoint: mountpoint, optionGroups: options,
+                    foreground: foreground || debug, debug: debug, singleThreaded: singleThreaded).mount()
+    }
+}
+
+/// `pyzfs mount` step by step; every failure is a `Failure` with its exit code.
+struct Mounter {
+    let archive: String
+    let mountpoint: String
+    let optionGroups: [String]
+    let foreground: Bool
+    let debug: Bool
+    let singleThreaded: Bool
+
+    func mount() throws(Failure) {
+        let options: MountOptions
+        do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.usage, "\(error)") }
+        if debug { LogSink.shared.setLevel(.debug) }
+        for o in options.overridden {
+            log.warning("option '\(o)' ignored: pyzfs mounts are always read-only, nosuid and nodev")
+        }
+        if options.noexec {
+            log.warning("noexec: native extensions (.so) on this mount cannot be loaded")
+        }
+        var logFD: Int32 = -1
+        if let file = options.logFile, !foreground {
+            logFD = open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            if logFD < 0 { throw Failure(Exit.usage, "cannot open log file \(file): \(errnoText(errno))") }
+        }
+
+        let opened = try openArchive(archive, options: options)
+        let target = try checkMountPoint(mountpoint)
+        try checkFUSE()
+
+        var configuration = ServerConfiguration()
+        configuration.debug = debug
+        configuration.multithreaded = !singleThreaded
+        var fuseOptions = ["ro", "nosuid", "nodev", "default_permissions"]
+        if options.libfuseValue("fsname") == nil { fuseOptions.append("fsname=" + escapeOption(opened.path)) }
+        if options.libfuseValue("subtype") == nil { fuseOptions.append("subtype=pyzfs") }
+        fuseOptions += options.libfuse
+        configuration.libfuseOptions = fuseOptions
+
+        let operations = Operations(fs: opened.filesystem, archivePath: opened.path, logger: log)
+        let server: Server
+        do {
+            server = try Server(operations: operations, mountpoint: target, configuration: configuration)
+        } catch {
+            throw Failure(Exit.usage, "\(error)")
+        }
+        do {
+            try server.mount()
+        } catch {
+            throw mountFailure(error, mountpoint: target)
+        }
+        let summary = "mounted \(opened.path) on \(target): \(opened.index.entries.count) entries, cache \(formatSize(UInt64(opened.filesystem.cache.budget)))"
+
+        if foreground {
+            log.info("\(summary)")
+            let rc = server.run()
+            exit(rc == 0 ? 0 : Exit.software)
+        }
+        daemonize(server: server, summary: summary, logFD: logFD, mountpoint: target)
+    }
+
+    /// Forks the server into the background; this process exits 0 once the kernel's INIT has been
+    /// answered (the mount is usable), or reports the server's death and cleans up.
+    private func daemonize(server: Server, summary: String, logFD: Int32, mountpoint: String) -> Never {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0 else {
+            fail(Failure(Exit.software, "cannot create a pipe: \(errnoText(errno))"), mountpoint: mountpoint)
+        }
+        let pid = fork()
+        if pid < 0 { fail(Failure(Exit.software, "cannot fork: \(errnoText(errno))"), mountpoint: mountpoint) }
+        if pid == 0 {
+            close(fds[0])
+            setsid()
+            _ = chdir("/")
+            let devnull = open("/dev/null", O_RDWR)
+            if devnull >= 0 {
+                dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2)
+                if devnull > 2 { close(devnull) }
+            }
+            LogSink.shared.set(logFD >= 0 ? .file(logFD) : .syslog)
+            log.info("\(summary)")
+            let ready = fds[1]
+            let rc = server.run(onReady: {
+                var byte: UInt8 = 1
+                _ = Glibc.write(ready, &byte, 1)
+                close(ready)
+            })
+            log.info("unmounted \(mountpoint)")
+            _exit(rc == 0 ? 0 : 1)
+        }
+        close(fds[1])
+        var byte: UInt8 = 0
+        var n: Int
+        repeat { n = Glibc.read(fds[0], &byte, 1) } while n < 0 && errno == EINTR
+        if n == 1 { _exit(0) }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        fail(Failure(Exit.software, "the server exited before the mount was ready (wait status \(status))"),
+             mountpoint: mountpoint)
+    }
+
+    /// Reports a failure after the mount was made, and removes the mount.
+    private func fail(_ failure: Failure, mountpoint: String) -> Never {
+        _ = umount2(mountpoint, Int32(MNT_DETACH))
+        writeAll(2, "pyzfs: \(failure.message)\n")
+        _exit(failure.code)
+    }
+}
+
+/// Escapes `,` and `\` for libfuse's -o parser.
+func escapeOption(_ s: String) -> String {
+    s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        return split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
+
+/// The absolute mount point, after checking that something can be mounted on it.
+func checkMountPoint(_ path: String) throws(Failure) -> String {
+    var st = stat()
+    if stat(path, &st) != 0 {
+        let e = errno
+        switch e {
+        case ENOENT:
+            throw Failure(Exit.badMountPoint, "mount point \(path) does not exist; create it with: mkdir -p \(path)")
+        case ENOTCONN:
+            throw Failure(Exit.busy, "\(path) is a dead mount (Transport endpoint is not connected: its server is gone); clear it with: pyzfs unmount \(path)")
+        case EACCES:
+            throw Failure(Exit.noPermission, "cannot reach mount point \(path): \(errnoText(e))")
+        default:
+            throw Failure(Exit.badMountPoint, "cannot use mount point \(path): \(errnoText(e))")
+        }
+    }
+    guard (st.st_mode & S_IFMT) == S_IFDIR else {
+        throw Failure(Exit.badMountPoint, "mount point \(path) is not a directory")
+    }
+    let absolute = absolutePath(path)
+    if let m = MountTable.mount(at: absolute) {
+        let what = m.isPyzfs ? "pyzfs already mounts \(m.source) there" : "a \(m.fsType) filesystem is mounted there"
+        throw Failure(Exit.busy, "\(absolute) is already a mount point (\(what)); unmount it first: pyzfs unmount \(absolute)")
+    }
+    return absolute
+}
+
+/// Checks that a FUSE mount can be attempted at all.
+func checkFUSE() throws(Failure) {
+    if access("/dev/fuse", F_OK) != 0 {
+        throw Failure(Exit.noFUSE, "FUSE is not available: /dev/fuse does not exist; load the kernel module (modprobe fuse), or in a container add --device /dev/fuse --cap-add SYS_ADMIN")
+    }
+    if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
+        throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is not installed; install it (apt-get install fuse3) or mount as root")
+    }
+}
+
+/// The failure for a mount that libfuse could not make.
+func mountFailure(_ error: MountError, mountpoint: String) -> Failure {
+    let text = "\(error)"
+    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+        return Failure(Exit.noPermission, "cannot mount on \(mountpoint): \(text); mount as root, or in a container add --cap-add SYS_ADMIN (and --device /dev/fuse)")
+    }
+    if text.contains("user_allow_other") {
+        return Failure(Exit.noPermission, "cannot mount on \(mountpoint): \(text)")
+    }
+    return Failure(Exit.mountFailed, "cannot mount on \(mountpoint): \(text)")
+}

@@ -1,0 +1,33 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Pyzfs: ParsableCommand {
+    static let version = "0.1.0"
+    static let configuration = CommandConfiguration(
+        commandName: "pyzfs",
+        abstract: "Mount Python zipapps read-only, so the stock interpreter imports their native extensions in place.",
+        discussion: """
+        'pyzfs ARCHIVE MOUNTPOINT -o OPTIONS' is 'pyzfs mount' (the form mount.fuse3 uses for \
+        fstab entries of type fuse.pyzfs). A server in the background logs to syslog/journald, \
+        or to the file given with -o log=FILE.
+        """,
+        version: "pyzfs \(version)",
+        subcommands: [MountCommand.self, UnmountCommand.self, ListCommand.self],
+        defaultSubcommand: MountCommand.self)
+
+    /// Parses and runs; a `Failure` prints one line and exits with its code.
+    static func runMain() -> Never {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+            Glibc.exit(0)
+        } catch let failure as Failure {
+            writeAll(2, "pyzfs: \(failure.message)\n")
+            Glibc.exit(failure.code)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unmount",
+        abstract: "Unmount a pyzfs mount, including one whose server has died.",
+        discussion: """
+        A mount whose server is gone answers "Transport endpoint is not connected"; this clears it.
+        Exit codes: 0 unmounted; 1 failed; 73 not a pyzfs mount point; 75 busy (files open).
+        """,
+        aliases: ["umount"])
+
+    @Argument(help: "The mount point.")
+    var mountpoint: String
+
+    @Flag(name: [.customShort("l"), .long], help: "Detach now; the mount goes once nothing uses it.")
+    var lazy = false
+
+    func run() throws {
+        try unmount(mountpoint, lazy: lazy)
+    }
+}
+
+/// Unmounts a pyzfs mount; says what happened.
+func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
+    // realpath fails on a dead mount (ENOTCONN), so normalise lexically.
+    let absolute = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
+    guard let record = MountTable.mount(at: absolute) else {
+        throw Failure(Exit.badMountPoint, "\(absolute) is not a mount point")
+    }
+    guard record.isPyzfs else {
+        throw Failure(Exit.badMountPoint, "\(absolute) is not a pyzfs mount (it is \(record.fsType)); use umount")
+    }
+    var st = stat()
+    let dead = stat(absolute, &st) != 0 && errno == ENOTCONN
+    if getuid() == 0 {
+        if umount2(absolute, lazy || dead ? Int32(MNT_DETACH) : 0) != 0 {
+            let e = errno
+            if e == EBUSY {
+                throw Failure(Exit.busy, "\(absolute) is busy: files on it are open or programs run from it (fuser -vm \(absolute) lists them); retry when they are done, or detach it now: pyzfs unmount -l \(absolute)")
+            }
+            throw Failure(Exit.failure, "cannot unmount \(absolute): \(errnoText(e))")
+        }
+    } else {
+        var args = ["fusermount3", "-u"]
+        if lazy || dead { args.append("-z") }
+        args.append(absolute)
+        let status = runProgram(args)
+        if status != 0 {
+            throw Failure(Exit.failure, "cannot unmount \(absolute): fusermount3 exited with status \(status)")
+        }
+    }
+    if quiet { return }
+    if dead {
+        writeAll(2, "pyzfs: cleared the dead mount on \(absolute) (its server had exited: Transport endpoint is not connected)\n")
+    }
+}
+
+/// Runs a program found on PATH and returns its exit status (or 127).
+func runProgram(_ argv: [String]) -> Int32 {
+    var pid: pid_t = 0
+    var cArgs = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    let rc = posix_spawnp(&pid, argv[0], nil, nil, &cArgs, environ)
+    guard rc == 0 else { return 127 }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+func currentDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buffer, buffer.count) != nil else { return "/" }
+    return string(fromCString: buffer)
+}
+
+/// Removes `.`, `..` and empty components without touching the filesystem.
+func normalizePath(_ path: String) -> String {
+    var parts: [Substring] = []
+    for c in path.split(separator: "/") {
+        if c == "." { continue }
+        if c == ".." { _ = parts.popLast(); continue }
+        parts.append(c)
+    }
+    return "/" + parts.joined(separator: "/")
+}
