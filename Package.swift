@@ -32,10 +32,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "PyzfsCoreTests", dependencies: ["PyzfsCore"]),
-        .testTarget(name: "PyzfsZipTests", dependencies: ["PyzfsCore", "PyzfsZip", "PyzfsInflate"]),
-        .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore"]),
+        // Helpers shared by the test targets: a reference zip writer, fixtures, real mounts.
+        .target(name: "PyzfsTestSupport", dependencies: ["PyzfsCore"], path: "Tests/PyzfsTestSupport"),
+        .testTarget(name: "PyzfsCoreTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
+        .testTarget(name: "PyzfsZipTests", dependencies: ["PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsTestSupport"]),
+        .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -212,7 +212,7 @@ public struct Tree: Sendable {
         }
         if options.symlinks == .inside {
             var escaping: [UInt32] = []
-            for (s, target) in symlinkTargets where !nodes[Int(s)].isHidden {
+            for (s, target) in symlinkTargets.sorted(by: { $0.key < $1.key }) where !nodes[Int(s)].isHidden {
                 if resolvesOutside(link: s, target: target) { escaping.append(s) }
             }
             for s in escaping {

@@ -119,12 +119,12 @@ struct Mounter {
             let rc = server.run()
             exit(rc == 0 ? 0 : Exit.software)
         }
-        daemonize(server: server, summary: summary, logFD: logFD, mountpoint: target)
+        daemonize(server: server, summary: summary, logFD: logFD, archiveFD: opened.file.fd, mountpoint: target)
     }
 
     /// Forks the server into the background; this process exits 0 once the kernel's INIT has been
     /// answered (the mount is usable), or reports the server's death and cleans up.
-    private func daemonize(server: Server, summary: String, logFD: Int32, mountpoint: String) -> Never {
+    private func daemonize(server: Server, summary: String, logFD: Int32, archiveFD: Int32, mountpoint: String) -> Never {
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0 else {
             fail(Failure(Exit.software, "cannot create a pipe: \(errnoText(errno))"), mountpoint: mountpoint)
@@ -133,6 +133,7 @@ struct Mounter {
         if pid < 0 { fail(Failure(Exit.software, "cannot fork: \(errnoText(errno))"), mountpoint: mountpoint) }
         if pid == 0 {
             close(fds[0])
+            closeDescriptors(except: [fds[1], server.fd, logFD, archiveFD])
             setsid()
             _ = chdir("/")
             let devnull = open("/dev/null", O_RDWR)
@@ -184,14 +185,22 @@ extension String {
 
 /// The absolute mount point, after checking that something can be mounted on it.
 func checkMountPoint(_ path: String) throws(Failure) -> String {
+    // A dead FUSE mount may still answer stat from the kernel's attribute cache; the mount
+    // table and statfs (never cached) tell the truth.
+    let lexical = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
+    if let m = MountTable.mount(at: lexical) {
+        if isDeadMount(lexical) {
+            throw Failure(Exit.busy, "\(lexical) is a dead mount (Transport endpoint is not connected: its server is gone); clear it with: pyzfs unmount \(lexical)")
+        }
+        let what = m.isPyzfs ? "pyzfs already mounts \(m.source) there" : "a \(m.fsType) filesystem is mounted there"
+        throw Failure(Exit.busy, "\(lexical) is already a mount point (\(what)); unmount it first: pyzfs unmount \(lexical)")
+    }
     var st = stat()
     if stat(path, &st) != 0 {
         let e = errno
         switch e {
         case ENOENT:
             throw Failure(Exit.badMountPoint, "mount point \(path) does not exist; create it with: mkdir -p \(path)")
-        case ENOTCONN:
-            throw Failure(Exit.busy, "\(path) is a dead mount (Transport endpoint is not connected: its server is gone); clear it with: pyzfs unmount \(path)")
         case EACCES:
             throw Failure(Exit.noPermission, "cannot reach mount point \(path): \(errnoText(e))")
         default:
@@ -202,11 +211,16 @@ func checkMountPoint(_ path: String) throws(Failure) -> String {
         throw Failure(Exit.badMountPoint, "mount point \(path) is not a directory")
     }
     let absolute = absolutePath(path)
-    if let m = MountTable.mount(at: absolute) {
-        let what = m.isPyzfs ? "pyzfs already mounts \(m.source) there" : "a \(m.fsType) filesystem is mounted there"
-        throw Failure(Exit.busy, "\(absolute) is already a mount point (\(what)); unmount it first: pyzfs unmount \(absolute)")
+    if absolute != lexical, let m = MountTable.mount(at: absolute) {
+        throw Failure(Exit.busy, "\(absolute) is already a mount point (a \(m.fsType) filesystem is mounted there); unmount it first")
     }
     return absolute
+}
+
+/// Whether the mount at `path` has lost its server ("Transport endpoint is not connected").
+func isDeadMount(_ path: String) -> Bool {
+    var st = statvfs()
+    return statvfs(path, &st) != 0 && errno == ENOTCONN
 }
 
 /// Checks that a FUSE mount can be attempted at all.

@@ -35,8 +35,7 @@ func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
     guard record.isPyzfs else {
         throw Failure(Exit.badMountPoint, "\(absolute) is not a pyzfs mount (it is \(record.fsType)); use umount")
     }
-    var st = stat()
-    let dead = stat(absolute, &st) != 0 && errno == ENOTCONN
+    let dead = isDeadMount(absolute)
     if getuid() == 0 {
         if umount2(absolute, lazy || dead ? Int32(MNT_DETACH) : 0) != 0 {
             let e = errno

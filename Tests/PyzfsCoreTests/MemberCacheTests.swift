@@ -1,0 +1,99 @@
+import Foundation
+import PyzfsCore
+import Testing
+
+@Suite("Member cache")
+struct MemberCacheTests {
+    func fill(_ byte: UInt8) -> (UnsafeMutableRawBufferPointer) throws(MemberError) -> Void {
+        { buffer in for i in 0..<buffer.count { buffer[i] = byte } }
+    }
+
+    @Test("stays within its budget, evicting the least recently used")
+    func budgetAndLRU() throws {
+        let cache = MemberCache(budget: 300)
+        _ = try cache.buffer(for: 1, size: 100, load: fill(1))
+        _ = try cache.buffer(for: 2, size: 100, load: fill(2))
+        _ = try cache.buffer(for: 3, size: 100, load: fill(3))
+        _ = try cache.buffer(for: 1, size: 100, load: fill(9))  // a hit: 1 becomes most recent
+        _ = try cache.buffer(for: 4, size: 150, load: fill(4))  // evicts 2 and 3
+        #expect(cache.contains(1) && cache.contains(4))
+        #expect(!cache.contains(2) && !cache.contains(3))
+        let s = cache.statistics
+        #expect(s.bytesHeld == 250 && s.bytesHeld <= s.budget)
+        #expect(s.hits == 1 && s.misses == 4 && s.evictions == 2)
+        let one = try cache.buffer(for: 1, size: 100, load: fill(7))
+        #expect(one.contents.allSatisfy { $0 == 1 })
+    }
+
+    @Test("a member is loaded once when many threads ask together")
+    func singleLoad() {
+        let cache = MemberCache(budget: 1 << 20)
+        let loads = Counter()
+        let good = Counter()
+        onThreads(16) { _ in
+            let b = try? cache.buffer(for: 7, size: 4096) { (buffer) throws(MemberError) in
+                loads.increment()
+                usleep(50_000)
+                for i in 0..<buffer.count { buffer[i] = 0xAB }
+            }
+            if b?.contents.allSatisfy({ $0 == 0xAB }) == true { good.increment() }
+        }
+        #expect(loads.value == 1)
+        #expect(good.value == 16)
+        #expect(cache.statistics.waits + cache.statistics.hits == 15)
+    }
+
+    @Test("a failure is remembered, not retried")
+    func failures() {
+        let cache = MemberCache(budget: 1000)
+        let loads = Counter()
+        for _ in 0..<3 {
+            #expect(throws: MemberError.crcMismatch(expected: 1, actual: 2)) {
+                try cache.buffer(for: 5, size: 10) { (_) throws(MemberError) in
+                    loads.increment()
+                    throw .crcMismatch(expected: 1, actual: 2)
+                }
+            }
+        }
+        #expect(loads.value == 1)
+        #expect(cache.statistics.bytesHeld == 0)
+    }
+
+    @Test("members being loaded count against the budget; others wait for room")
+    func loadingCountsAgainstBudget() {
+        let cache = MemberCache(budget: 200)
+        let peak = Counter()
+        let current = Counter()
+        onThreads(8) { k in
+            _ = try? cache.buffer(for: k, size: 100) { (buffer) throws(MemberError) in
+                current.increment()
+                peak.max(current.value)
+                usleep(20_000)
+                current.decrement()
+            }
+        }
+        #expect(peak.value == 2)
+        #expect(cache.statistics.bytesHeld <= 200)
+        #expect(cache.statistics.misses == 8)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    var value: Int { lock.withLock { n } }
+    func increment() { lock.withLock { n += 1 } }
+    func decrement() { lock.withLock { n -= 1 } }
+    func max(_ v: Int) { lock.withLock { n = Swift.max(n, v) } }
+}
+
+/// Runs `body` on `count` threads of their own at once and waits for all.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for i in 0..<count {
+        group.enter()
+        let t = Thread { body(i); group.leave() }
+        t.start()
+    }
+    group.wait()
+}

@@ -1,0 +1,207 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The output of a finished program.
+public struct RunResult: Sendable, CustomStringConvertible {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+    public var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
+}
+
+/// Facts about this machine and checkout that tests need.
+public enum TestEnvironment {
+    /// The repository root (three levels above this file).
+    public static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// The pyzfs binary under test: $PYZFS_BINARY, else the debug build.
+    public static let binary: String = ProcessInfo.processInfo.environment["PYZFS_BINARY"]
+        ?? root + "/.build/debug/pyzfs"
+
+    public static let fixturesScripts = root + "/Tests/fixtures"
+
+    /// The python3 that tests run (the stock interpreter on PATH).
+    public static let python: String = {
+        let r = run(["python3", "-c", "import sys; print(sys.executable)"])
+        let path = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        return path.isEmpty ? "python3" : path
+    }()
+
+    /// Why real mounts cannot be made here, or nil when they can.
+    public static let mountUnavailableReason: String? = {
+        if access("/dev/fuse", F_OK) != 0 { return "no /dev/fuse on this machine: real-mount tests need FUSE" }
+        if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 {
+            return "not root and no fusermount3: real-mount tests need one of them"
+        }
+        if access("/dev/fuse", R_OK | W_OK) != 0 && getuid() != 0 {
+            return "/dev/fuse is not accessible to this user"
+        }
+        if access(binary, X_OK) != 0 { return "the pyzfs binary is missing at \(binary): run swift build first" }
+        return nil
+    }()
+
+    public static var canMount: Bool { mountUnavailableReason == nil }
+}
+
+/// Runs a program to completion (killed after `timeout` seconds) and collects its output.
+/// The child gets only stdin, stdout and stderr: every other descriptor of the test process is
+/// closed, so a daemon it starts cannot hold this process's pipes.
+@discardableResult
+public func run(_ argv: [String], environment: [String: String]? = nil, cwd: String? = nil,
+                stdin: String? = nil, timeout: Double = 300) -> RunResult {
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment ?? [:] { env[k] = v }
+    var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
+    guard pipe(&outPipe) == 0, pipe(&errPipe) == 0, pipe(&inPipe) == 0 else {
+        return RunResult(status: 127, stdout: "", stderr: "pipe: \(String(cString: strerror(errno)))")
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    _ = SpawnExtensions.closeFrom?(&actions, 3)
+    if let cwd { _ = SpawnExtensions.chdir?(&actions, cwd) }
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, &cEnv)
+    close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
+    if rc != 0 {
+        close(inPipe[1]); close(outPipe[0]); close(errPipe[0])
+        return RunResult(status: 127, stdout: "", stderr: "cannot run \(argv[0]): \(String(cString: strerror(rc)))")
+    }
+    if let stdin {
+        var bytes = Array(stdin.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { write(inPipe[1], $0.baseAddress! + done, $0.count - done) }
+            if n <= 0 { break }
+            done += n
+        }
+    }
+    close(inPipe[1])
+    var out: [UInt8] = [], err: [UInt8] = []
+    var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+    let deadline = Date().addingTimeInterval(timeout)
+    var killed = false
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while fds.contains(where: { $0.fd >= 0 }) {
+        let left = deadline.timeIntervalSinceNow
+        if left <= 0 && !killed { kill(pid, SIGKILL); killed = true }
+        let n = poll(&fds, nfds_t(fds.count), killed ? 1000 : Int32(min(left, 1) * 1000) + 1)
+        if n < 0 && errno != EINTR { break }
+        if killed && n == 0 { break }
+        for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
+            let r = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+            if r > 0 {
+                if i == 0 { out += chunk[0..<r] } else { err += chunk[0..<r] }
+            } else if r == 0 || errno != EINTR {
+                close(fds[i].fd)
+                fds[i].fd = -1
+            }
+        }
+    }
+    for f in fds where f.fd >= 0 { close(f.fd) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return RunResult(status: code, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+}
+
+/// glibc's posix_spawn extensions, which Swift's Glibc module does not export (they need _GNU_SOURCE).
+enum SpawnExtensions {
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    typealias ChangeDirectory = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+    static let closeFrom: CloseFrom? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        .map { unsafeBitCast($0, to: CloseFrom.self) }
+    static let chdir: ChangeDirectory? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np")
+        .map { unsafeBitCast($0, to: ChangeDirectory.self) }
+}
+
+/// A new empty directory under /tmp.
+public func makeTemporaryDirectory(_ tag: String = "test") -> String {
+    var template = Array("/tmp/pyzfs-\(tag)-XXXXXX".utf8CString)
+    let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    precondition(p != nil, "mkdtemp failed")
+    return String(cString: p!)
+}
+
+/// Removes a directory tree (never across a mount: `rm --one-file-system`).
+public func removeTree(_ path: String) {
+    run(["rm", "-rf", "--one-file-system", path])
+}
+
+/// Whether `path` is a mount point now.
+public func isMountPoint(_ path: String) -> Bool {
+    let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    return info.split(separator: "\n").contains { line in
+        let f = line.split(separator: " ")
+        return f.count > 4 && f[4] == path
+    }
+}
+
+/// Archives made by Tests/fixtures/make_archives.py, generated once per test process.
+public final class Fixtures: @unchecked Sendable {
+    public static let shared = Fixtures()
+    public let directory: String
+    private let lock = NSLock()
+    private var made: Set<String> = []
+
+    init() { directory = makeTemporaryDirectory("fixtures") }
+
+    /// The path of fixture `name` (e.g. "deflate" gives deflate.zip), made on first use.
+    public func archive(_ name: String, file: String? = nil) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        if !made.contains(name) {
+            let r = run(["python3", TestEnvironment.fixturesScripts + "/make_archives.py", directory, name])
+            precondition(r.status == 0, "make_archives.py \(name) failed: \(r)")
+            made.insert(name)
+        }
+        let candidates = [file, name + ".zip", name + ".pyz"].compactMap { $0 }
+        for c in candidates where FileManager.default.fileExists(atPath: directory + "/" + c) {
+            return directory + "/" + c
+        }
+        preconditionFailure("fixture \(name) made no file")
+    }
+}
+
+/// Errors of the test harness itself.
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Mounts `archive` with the pyzfs binary, runs `body` with the mount point, and always unmounts
+/// and removes the mount point, also when `body` throws.
+public func withMount<R>(_ archive: String, options: [String] = [], extraArguments: [String] = [],
+                         _ body: (String) throws -> R) throws -> R {
+    let mountpoint = makeTemporaryDirectory("mnt")
+    var argv = [TestEnvironment.binary, "mount", archive, mountpoint]
+    if !options.isEmpty { argv += ["-o", options.joined(separator: ",")] }
+    argv += extraArguments
+    let r = run(argv, timeout: 120)
+    defer { unmountAndRemove(mountpoint) }
+    guard r.status == 0 else { throw HarnessError("pyzfs mount failed: \(r)") }
+    return try body(mountpoint)
+}
+
+/// Unmounts whatever is on `mountpoint` (lazily if need be) and removes the directory.
+public func unmountAndRemove(_ mountpoint: String) {
+    if isMountPoint(mountpoint) {
+        let r = run([TestEnvironment.binary, "unmount", mountpoint], timeout: 60)
+        if r.status != 0 || isMountPoint(mountpoint) {
+            run(["umount", "-l", mountpoint], timeout: 60)
+        }
+    }
+    rmdir(mountpoint)
+}
