@@ -66,6 +66,21 @@ struct CLITests {
         refused(["unmount", "/proc"], code: 73, says: "is not a pyzfs mount")
     }
 
+    @Test("without /dev/fuse the mount is refused with code 69 and what would fix it",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse in a private mount namespace"))
+    func noFUSEDevice() throws {
+        let archive = Fixtures.shared.archive("zipapp")
+        let mnt = makeTemporaryDirectory("mnt")
+        defer { unmountAndRemove(mnt) }
+        // A private mount namespace with an empty /dev: nothing outside it changes.
+        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     "mount -t tmpfs none /dev && exec \"$0\" mount \"$1\" \"$2\"", pyzfs, archive, mnt])
+        #expect(r.status == 69, "\(r)")
+        #expect(r.stderr.contains("FUSE is not available: /dev/fuse does not exist"), "\(r)")
+        #expect(r.stderr.contains("--device /dev/fuse"), "\(r)")
+        #expect(!isMountPoint(mnt))
+    }
+
     @Test("a mount point already in use is refused", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
     func busyMountPoint() throws {
         let archive = Fixtures.shared.archive("zipapp")

@@ -75,6 +75,28 @@ struct MountTests {
         #expect(log.contains("cannot read bad-deflated.txt: CRC-32 mismatch"), "\(log)")
     }
 
+    @Test("a method the linked libraries cannot decode reads as EIO with a log line naming it")
+    func unsupportedMethods() throws {
+        let archive = Fixtures.shared.archive("methods")
+        let logDir = makeTemporaryDirectory("log")
+        defer { removeTree(logDir) }
+        let logFile = logDir + "/server.log"
+        var lzmaReadable = false
+        try withMount(archive, options: ["log=\(logFile)"]) { mnt in
+            #expect(run(["cat", mnt + "/deflated.txt"]).stdout == "deflated\n")
+            let u = run(["cat", mnt + "/unknown.bin"])
+            #expect(u.status != 0 && u.stderr.contains("Input/output error"), "\(u)")
+            let l = run(["cat", mnt + "/lzma.txt"])
+            lzmaReadable = l.status == 0
+            if lzmaReadable { #expect(l.stdout == String(repeating: "lzma member\n", count: 100)) }
+        }
+        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+        #expect(log.contains("cannot read unknown.bin: compression method 97 (unknown) is not supported"), "\(log)")
+        if !lzmaReadable {
+            #expect(log.contains("cannot read lzma.txt: compression method 14 (lzma) is not supported"), "\(log)")
+        }
+    }
+
     @Test("renaming another file over the archive changes nothing the mount shows")
     func keepsTheArchiveItOpened() throws {
         let dir = makeTemporaryDirectory("rename")
