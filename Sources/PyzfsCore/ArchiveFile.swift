@@ -10,6 +10,14 @@ public protocol ByteSource: Sendable {
     var size: UInt64 { get }
     /// Reads up to `buffer.count` bytes at `offset`; returns how many were read (0 at the end).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int
+    /// Reads all of `buffer` at `offset` only if that needs no disk I/O; nil when it would wait.
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int?
+}
+
+extension ByteSource {
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int? {
+        try readFully(into: buffer, at: offset)
+    }
 }
 
 extension ByteSource {
@@ -87,6 +95,26 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
         }
     }
 
+    /// `preadv2(RWF_NOWAIT)`: served from the page cache or not at all. Looked up at run time
+    /// because Swift's Glibc module does not export glibc's GNU extensions.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int? {
+        guard let preadv2 = NoWaitRead.function else { return try readFully(into: buffer, at: offset) }
+        var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        while true {
+            let n = preadv2(fd, &iov, 1, off_t(offset), NoWaitRead.flag)
+            if n == buffer.count { return n }
+            if n >= 0 {
+                // Short: the end of the file, or part of the range is not cached.
+                if offset + UInt64(n) >= size { return n }
+                return nil
+            }
+            if errno == EINTR { continue }
+            if errno == EAGAIN { return nil }
+            if errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS { return try readFully(into: buffer, at: offset) }
+            throw .io(path: path, errno: errno)
+        }
+    }
+
     /// A path that opens this same file again with an independent offset, whatever was renamed
     /// over `path` since (for libraries that want a path).
     public var stablePath: String { "/proc/self/fd/\(fd)" }
@@ -111,5 +139,13 @@ public struct MemorySource: ByteSource {
             buffer.baseAddress!.copyMemory(from: src.baseAddress! + Int(offset), byteCount: n)
         }
         return n
+    }
+}
+
+enum NoWaitRead {
+    typealias Function = @convention(c) (Int32, UnsafePointer<iovec>, Int32, off_t, Int32) -> Int
+    static let flag: Int32 = 0x8  // RWF_NOWAIT, linux/fs.h
+    static let function: Function? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "preadv2").map {
+        unsafeBitCast($0, to: Function.self)
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,12 +40,15 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     public let cache: MemberCache
     public let ownership: Ownership
     let volume: VolumeStatistics
+    /// Sources whose mtime comes from their pyc.
+    public let bytecode: BytecodeIndex
     var source: any ByteSource { reader.source }
 
     private let lock = ConditionLock()
     private var dataOffsets: [Int: UInt64] = [:]
     private var storedChecks: [Int: StoredCheck] = [:]
     private var streams = StreamPool()
+    private var sourceMtimes: [Int: Int64] = [:]
 
     /// Progress of the CRC check of a stored member read in order.
     struct StoredCheck {
@@ -53,15 +57,51 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         var failed: MemberError? = nil
     }
 
-    public init(tree: Tree, reader: MemberReader, cacheBudget: Int, ownership: Ownership) {
+    /// Background decompression of shared libraries, once started.
+    public var prefetcher: Prefetcher? { lock.withLock { _prefetcher } }
+    private var _prefetcher: Prefetcher?
+    private let entryNodes: [Int32]
+
+    let logger: Logger
+
+    public init(tree: Tree, reader: MemberReader, cacheBudget: Int, ownership: Ownership,
+                logger: Logger = Logger(label: "pyzfs")) {
+        self.logger = logger
         self.tree = tree
         self.reader = reader
         self.cache = MemberCache(budget: cacheBudget)
         self.ownership = ownership
+        var entryNodes = [Int32](repeating: -1, count: tree.index.entries.count)
+        for (i, n) in tree.nodes.enumerated() where n.entry >= 0 && n.kind == .file { entryNodes[Int(n.entry)] = Int32(i) }
+        self.entryNodes = entryNodes
+        self.bytecode = BytecodeIndex(tree: tree)
         var bytes: UInt64 = 0
         for e in tree.index.entries { bytes &+= e.uncompressedSize }
         volume = VolumeStatistics(blocks: (bytes + 4095) / 4096, files: UInt64(tree.nodes.count))
     }
+
+    /// Starts `threads` threads that decompress shared libraries ahead of their reads. Threads
+    /// do not survive `fork`: call this in the process that serves.
+    public func startPrefetching(threads: Int) {
+        guard threads > 0 else { return }
+        let p = Prefetcher(threads: threads)
+        p.fs = self
+        let first = lock.withLock { () -> Bool in
+            guard _prefetcher == nil else { return false }
+            _prefetcher = p
+            return true
+        }
+        if first { p.mounted() }
+    }
+
+    /// The file node that serves member `index`, if any.
+    public func node(ofEntry index: Int) -> Int? {
+        let n = entryNodes[index]
+        return n >= 0 ? Int(n) : nil
+    }
+
+    /// Tells the prefetcher what was looked up (a hint; returns at once).
+    public func noteLookup(_ i: Int) { prefetcher?.lookedUp(i) }
 
     // MARK: metadata
 
@@ -72,11 +112,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         ino >= 1 && ino <= UInt64(tree.nodes.count) ? Int(ino - 1) : nil
     }
 
-    /// `stat` of node `i`.
+    /// `stat` of node `i`. For a `.py` with a pyc beside it, this reads the pyc's header once.
     public func attributes(of i: Int) -> Attributes {
         let n = tree.nodes[i]
         var a = Attributes(inode: Self.inode(of: i), mode: UInt32(n.permissions), linkCount: 1,
-                           uid: ownership.uid, gid: ownership.gid, size: 0, mtime: tree.mtimes[i])
+                           uid: ownership.uid, gid: ownership.gid, size: 0, mtime: modificationTime(of: i))
         switch n.kind {
         case .directory:
             a.mode |= UInt32(S_IFDIR)
@@ -89,6 +129,46 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             a.size = UInt64(tree.symlinkTargets[UInt32(i)]?.count ?? 0)
         }
         return a
+    }
+
+    /// Whether `attributes(of:)` is answered without reading the archive.
+    public func attributesAreKnown(_ i: Int) -> Bool {
+        guard bytecode.candidates[UInt32(i)] != nil else { return true }
+        return lock.withLock { sourceMtimes[i] != nil }
+    }
+
+    /// The mtime of node `i`: for a source with a matching timestamp pyc, the mtime that pyc
+    /// records (so CPython accepts it whatever the zone or rounding), else the archive's.
+    public func modificationTime(of i: Int) -> Int64 {
+        guard bytecode.candidates[UInt32(i)] != nil else { return tree.mtimes[i] }
+        if let known = lock.withLock({ sourceMtimes[i] }) { return known }
+        return (try? resolveModificationTime(of: i, mayWait: true)) ?? tree.mtimes[i]
+    }
+
+    /// Reads the headers of node `i`'s pycs if that has not been done.
+    /// - Throws: `.wouldBlock` when `mayWait` is false and a header needs a long read.
+    @discardableResult
+    public func resolveModificationTime(of i: Int, mayWait: Bool) throws(FSError) -> Int64 {
+        guard let pycs = bytecode.candidates[UInt32(i)] else { return tree.mtimes[i] }
+        if let known = lock.withLock({ sourceMtimes[i] }) { return known }
+        let size = tree.index.entries[Int(tree.nodes[i].entry)].uncompressedSize
+        var mtime = tree.mtimes[i]
+        for pyc in pycs {
+            let fields: (mtime: UInt32, size: UInt32)?
+            do {
+                fields = try read(Int(pyc), offset: 0, count: 16, mayWait: mayWait) { BytecodeIndex.timestampFields(ofHeader: $0) }
+            } catch .wouldBlock {
+                throw .wouldBlock
+            } catch {
+                continue  // an unreadable pyc leaves the archive's time
+            }
+            if let fields, UInt64(fields.size) == size & 0xFFFF_FFFF {
+                mtime = Int64(fields.mtime)
+                break
+            }
+        }
+        lock.withLock { sourceMtimes[i] = mtime }
+        return mtime
     }
 
     /// FUSE `lookup`: the child of directory `parent` named `name`.
@@ -131,7 +211,9 @@ public final class ArchiveFileSystem: @unchecked Sendable {
 
     /// FUSE `read`: calls `body` with up to `count` bytes of node `i` from `offset` (fewer at the
     /// end, none past it) and returns its result.
-    public func read<R>(_ i: Int, offset: UInt64, count: Int,
+    /// - Parameter mayWait: when false, throws `.wouldBlock` instead of decompressing, streaming
+    ///   or reading the archive from disk, so a single request loop is never held up.
+    public func read<R>(_ i: Int, offset: UInt64, count: Int, mayWait: Bool = true,
                         _ body: (UnsafeRawBufferPointer) -> R) throws(FSError) -> R {
         let n = tree.nodes[i]
         switch n.kind {
@@ -142,24 +224,87 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         let index = Int(n.entry)
         let entry = tree.index.entries[index]
         let size = entry.uncompressedSize
+        if offset == 0 { prefetcher?.reading(i) }
         if offset >= size || count <= 0 { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let length = Int(min(UInt64(count), size - offset))
         if entry.isEncrypted { throw .member(.encrypted) }
         do {
             if entry.method == 0 {
-                return try readStored(index, entry, offset: offset, length: length, body)
+                guard let r = try readStored(index, entry, offset: offset, length: length, mayWait: mayWait, body) else {
+                    throw FSError.wouldBlock
+                }
+                return r
             }
-            let location = try locate(index, entry)
             if cache.fits(size) {
-                let buffer = try cache.buffer(for: index, size: Int(size)) { (destination) throws(MemberError) in
-                    try reader.decode(location, into: destination)
+                let buffer: MemberBuffer
+                if let held = cache.held(index) {
+                    buffer = held
+                } else {
+                    guard mayWait || isQuickToDecode(index, entry) else { throw FSError.wouldBlock }
+                    buffer = try load(index)
                 }
                 return body(UnsafeRawBufferPointer(rebasing: buffer.contents[Int(offset)..<Int(offset) + length]))
             }
-            return try readStreamed(location, offset: offset, length: length, body)
-        } catch {
+            guard mayWait else { throw FSError.wouldBlock }
+            return try readStreamed(try locate(index, entry), offset: offset, length: length, body)
+        } catch let error as FSError {
+            throw error
+        } catch let error as MemberError {
             throw .member(error)
+        } catch {
+            throw .member(.corrupt("\(error)"))
         }
+    }
+
+    /// Members this small are decompressed on the request loop when their compressed bytes are in
+    /// the page cache: inflating a few KiB costs less than handing the request to another thread.
+    public static let inlineDecodeLimit: UInt64 = 256 << 10
+
+    private func isQuickToDecode(_ index: Int, _ entry: ZipEntry) -> Bool {
+        guard entry.compressedSize <= Self.inlineDecodeLimit, entry.uncompressedSize <= 4 * Self.inlineDecodeLimit,
+              !cache.isPresentOrLoading(index),
+              let location = try? locate(index, entry, mayWait: false) else { return false }
+        let probe = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, Int(entry.compressedSize)), alignment: 16)
+        defer { probe.deallocate() }
+        let cached = try? source.readIfCached(into: UnsafeMutableRawBufferPointer(rebasing: probe[0..<Int(entry.compressedSize)]),
+                                               at: location.dataOffset)
+        return cached != nil && cached! != nil
+    }
+
+    /// Member `index` decompressed into the cache (waiting for it when another thread is at it).
+    func load(_ index: Int, reason: String = "read") throws(MemberError) -> MemberBuffer {
+        let entry = tree.index.entries[index]
+        var decoded = false
+        let start = monotonicNanoseconds()
+        let buffer = try cache.buffer(for: index, size: Int(entry.uncompressedSize)) { (destination) throws(MemberError) in
+            let location = try locate(index, entry)
+            try reader.decode(location, into: destination)
+            decoded = true
+        }
+        if decoded {
+            if logger.logLevel <= .debug {
+                let ms = Double(monotonicNanoseconds() - start) / 1e6
+                logger.debug("decompressed \(tree.index.nameString(of: entry)) (\(reason)): \(entry.compressedSize) -> \(entry.uncompressedSize) bytes, \(compressionMethodName(entry.method)), \((ms * 100).rounded() / 100) ms")
+            }
+            prefetcher?.decoded(index, buffer)
+        }
+        return buffer
+    }
+
+    /// The data offset of a member, read from its local header once.
+    /// - Returns: nil when `mayWait` is false and the header is not in the page cache.
+    public func locate(_ index: Int, _ entry: ZipEntry, mayWait: Bool) throws(MemberError) -> MemberLocation? {
+        if let known = lock.withLock({ dataOffsets[index] }) {
+            return MemberLocation(index: index, entry: entry, dataOffset: known)
+        }
+        if !mayWait {
+            var header = [UInt8](repeating: 0, count: 30)
+            let cached = try? withMutableBytes(&header) { (p) throws(ArchiveError) -> Int? in
+                try source.readIfCached(into: p, at: entry.localHeaderOffset)
+            }
+            guard cached != nil && cached! != nil else { return nil }
+        }
+        return try locate(index, entry)
     }
 
     /// The data offset of a member, read from its local header once.
@@ -172,17 +317,24 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         return MemberLocation(index: index, entry: entry, dataOffset: offset)
     }
 
-    private func readStored<R>(_ index: Int, _ entry: ZipEntry, offset: UInt64, length: Int,
-                               _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R {
+    /// A stored member's bytes with `pread`; nil when `mayWait` is false and they are not in the
+    /// page cache (or the member's local header has not been read yet).
+    private func readStored<R>(_ index: Int, _ entry: ZipEntry, offset: UInt64, length: Int, mayWait: Bool,
+                               _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R? {
         guard entry.compressedSize == entry.uncompressedSize else {
             throw .sizeMismatch(declared: entry.uncompressedSize, actual: entry.compressedSize)
         }
-        let location = try locate(index, entry)
+        guard let location = try locate(index, entry, mayWait: mayWait) else { return nil }
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
         defer { scratch.deallocate() }
         let got: Int
         do {
-            got = try source.readFully(into: scratch, at: location.dataOffset + offset)
+            if mayWait {
+                got = try source.readFully(into: scratch, at: location.dataOffset + offset)
+            } else {
+                guard let n = try source.readIfCached(into: scratch, at: location.dataOffset + offset) else { return nil }
+                got = n
+            }
         } catch {
             if case let .io(_, e) = error { throw .io(e) }
             throw .corrupt("\(error)")

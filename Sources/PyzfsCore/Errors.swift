@@ -73,6 +73,9 @@ public enum FSError: Error, Equatable, Sendable {
     case invalidArgument
     /// The member's bytes cannot be served; logged with its cause.
     case member(MemberError)
+    /// Answering needs a decompression or disk I/O, and the caller asked not to wait: retry
+    /// the same call with `mayWait` on a worker thread.
+    case wouldBlock
 }
 
 func hex32(_ v: UInt32) -> String {

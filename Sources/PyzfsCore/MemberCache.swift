@@ -135,6 +135,16 @@ public final class MemberCache: @unchecked Sendable {
     /// Whether member `key` is held now (loaded, not loading).
     public func contains(_ key: Int) -> Bool { lock.withLock { buffers[key] != nil } }
 
+    /// Member `key` if it is held now, counted as a hit; nil (and nothing counted) otherwise.
+    public func held(_ key: Int) -> MemberBuffer? {
+        lock.withLock {
+            guard let b = buffers[key] else { return nil }
+            touch(key)
+            stats.hits += 1
+            return b
+        }
+    }
+
     /// Whether member `key` is loaded or being loaded.
     public func isPresentOrLoading(_ key: Int) -> Bool {
         lock.withLock { buffers[key] != nil || loading.contains(key) || failures[key] != nil }

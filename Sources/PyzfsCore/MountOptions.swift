@@ -9,6 +9,10 @@ public struct MountOptions: Sendable, Equatable {
     /// Log file of a server in the background (`log=`); syslog otherwise.
     public var logFile: String? = nil
     public var symlinks: SymlinkPolicy = .inside
+    /// Threads decompressing shared libraries ahead of their reads (`prefetch=`; 0 disables).
+    public var prefetchThreads: Int? = nil
+    /// Threads answering requests that wait for a decompression or the disk (`threads=`).
+    public var workerThreads: Int? = nil
     /// Options passed to libfuse, in order, without the ones pyzfs forces.
     public var libfuse: [String] = []
     /// What was asked for and overridden (`rw`, `dev`, `suid`), to warn about.
@@ -87,6 +91,12 @@ public struct MountOptions: Sendable, Equatable {
             umask = n
         case "log":
             logFile = try need()
+        case "prefetch", "threads":
+            let v = try need()
+            guard let n = Int(v), n >= (key == "threads" ? 1 : 0), n <= 64 else {
+                throw .badValue(option: key, reason: "'\(v)' is not a thread count (\(key == "threads" ? 1 : 0)-64)")
+            }
+            if key == "prefetch" { prefetchThreads = n } else { workerThreads = n }
         case "symlinks":
             let v = try need()
             guard let p = SymlinkPolicy(rawValue: v) else {

@@ -1,6 +1,7 @@
 import CFuse3
 import Logging
 import PyzfsCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,11 +19,46 @@ public final class Operations: @unchecked Sendable {
     /// Prefix of the control attributes on the root (read by `pyzfs list` and `pyzfs stats`).
     public static let controlPrefix = "user.pyzfs."
     let archivePath: String
+    /// Set in INIT when the kernel accepts ENOSYS for open/opendir: it then opens every file
+    /// with the page cache kept and every directory with its listing cached, without a message.
+    let zeroMessageOpens = Atomic<Bool>(false)
+
+    /// Threads for requests that must wait (a decompression, disk I/O). Without them every
+    /// request is answered on the thread that received it.
+    var workers: WorkerPool? { lock.withLock { _workers } }
+    private var _workers: WorkerPool?
 
     public init(fs: ArchiveFileSystem, archivePath: String, logger: Logger) {
         self.fs = fs
         self.archivePath = archivePath
         self.logger = logger
+    }
+
+    /// Starts the worker threads (in the process that serves: threads do not survive `fork`).
+    public func startWorkers(threads: Int) {
+        guard threads > 0 else { return }
+        let pool = WorkerPool(name: "requests", count: threads)
+        lock.withLock { if _workers == nil { _workers = pool } }
+    }
+
+    /// Runs `body` once node `n`'s mtime is known: now when its pyc header is at hand, else on a worker.
+    func afterModificationTime(of n: Int, _ body: @escaping @Sendable () -> Void) {
+        do {
+            try fs.resolveModificationTime(of: n, mayWait: workers == nil)
+            body()
+        } catch {
+            answer(true) {
+                _ = self.fs.modificationTime(of: n)
+                body()
+            }
+        }
+    }
+
+    /// Runs `body` now if it need not wait, else on a worker: the request loop never blocks on
+    /// a decompression or the disk.
+    @inline(__always)
+    func answer(_ mustWait: Bool, _ body: @escaping @Sendable () -> Void) {
+        if mustWait, let workers { workers.submit(body) } else { body() }
     }
 
     // MARK: the one errno mapping
@@ -37,6 +73,9 @@ public final class Operations: @unchecked Sendable {
         case .readOnly: return EROFS
         case .noAttribute: return ENODATA
         case .rangeTooSmall: return ERANGE
+        case .wouldBlock:
+            // Handlers retry such calls on a worker; this answer never reaches the kernel.
+            return EAGAIN
         case let .member(cause):
             if let node {
                 let first = lock.withLock { reported.insert(node).inserted }
@@ -93,7 +132,8 @@ public final class Operations: @unchecked Sendable {
         let bytes = UnsafeRawBufferPointer(start: name, count: strlen(name))
         do {
             let c = try fs.lookup(parent: p, name: bytes)
-            r.entry(entryParam(c))
+            afterModificationTime(of: c) { r.entry(self.entryParam(c)) }
+            fs.noteLookup(c)
         } catch .notFound {
             var e = fuse_entry_param()
             e.ino = 0
@@ -110,12 +150,13 @@ public final class Operations: @unchecked Sendable {
     /// FUSE `getattr`.
     public func getattr(_ r: some Responder, ino: fuse_ino_t) {
         guard let n = node(r, ino) else { return }
-        r.attr(stat(of: n), timeout: Self.timeout)
+        afterModificationTime(of: n) { r.attr(self.stat(of: n), timeout: Self.timeout) }
     }
 
     /// FUSE `open`: read-only, the page cache kept across opens.
     public func open(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
         guard let n = node(r, ino) else { return }
+        if zeroMessageOpens.load(ordering: .relaxed) { return r.error(ENOSYS) }
         do {
             try fs.open(n, flags: fi?.pointee.flags ?? O_RDONLY)
             r.open(fi, keepCache: true, cacheDirectory: false)
@@ -129,7 +170,15 @@ public final class Operations: @unchecked Sendable {
         guard let n = node(r, ino) else { return }
         guard offset >= 0 else { return r.error(EINVAL) }
         do {
-            try fs.read(n, offset: UInt64(offset), count: size) { bytes in r.data(bytes) }
+            try fs.read(n, offset: UInt64(offset), count: size, mayWait: workers == nil) { bytes in r.data(bytes) }
+        } catch .wouldBlock {
+            answer(true) {
+                do throws(FSError) {
+                    try self.fs.read(n, offset: UInt64(offset), count: size) { bytes in r.data(bytes) }
+                } catch {
+                    r.error(self.errno(for: error, node: n))
+                }
+            }
         } catch {
             r.error(errno(for: error, node: n))
         }
@@ -142,6 +191,7 @@ public final class Operations: @unchecked Sendable {
     public func opendir(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
         guard let n = node(r, ino) else { return }
         guard fs.tree.nodes[n].kind == .directory else { return r.error(ENOTDIR) }
+        if zeroMessageOpens.load(ordering: .relaxed) { return r.error(ENOSYS) }
         r.open(fi, keepCache: true, cacheDirectory: true)
     }
 
@@ -172,7 +222,14 @@ public final class Operations: @unchecked Sendable {
             let remaining = size - used
             let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
             let needed: Int
-            if plus {
+            if plus && !fs.attributesAreKnown(child) {
+                // Inode 0 makes this a plain entry (no dentry, no attributes): a source whose
+                // pyc has not been read yet is answered by `lookup` when it is really used.
+                var e = fuse_entry_param()
+                e.attr.st_ino = __ino_t(ArchiveFileSystem.inode(of: child))
+                e.attr.st_mode = fs.tree.nodes[child].kind == .directory ? 0o040000 : 0o100000
+                needed = fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
+            } else if plus {
                 var e = entryParam(child)
                 needed = fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
             } else {

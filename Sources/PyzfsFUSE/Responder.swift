@@ -6,7 +6,7 @@ import Glibc
 
 /// Where a handler's answer goes: libfuse's `fuse_reply_*` for a real request, a recorder in tests.
 /// Every handler calls exactly one of these once.
-public protocol Responder {
+public protocol Responder: Sendable {
     func entry(_ e: fuse_entry_param)
     func attr(_ st: stat, timeout: Double)
     func error(_ errno: Int32)
@@ -18,8 +18,8 @@ public protocol Responder {
     func xattrSize(_ size: Int)
 }
 
-/// The responder of a request from the kernel.
-struct KernelResponder: Responder {
+/// The responder of a request from the kernel. A request may be answered from any thread, once.
+struct KernelResponder: Responder, @unchecked Sendable {
     let req: fuse_req_t
 
     func entry(_ e: fuse_entry_param) { var e = e; fuse_reply_entry(req, &e) }

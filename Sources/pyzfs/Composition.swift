@@ -48,7 +48,7 @@ func openArchive(_ path: String, options: MountOptions) throws(Failure) -> Opene
     let budget = options.cacheSize ?? MemoryLimits.defaultCacheSize()
     let filesystem = ArchiveFileSystem(
         tree: tree, reader: reader, cacheBudget: Int(clamping: budget),
-        ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()))
+        ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()), logger: log)
     return OpenedArchive(path: absolute, file: file, index: index, filesystem: filesystem)
 }
 

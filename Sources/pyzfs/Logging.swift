@@ -51,12 +51,16 @@ final class LogSink: @unchecked Sendable {
     }
 
     private func timestamp() -> String {
-        var t = time(nil)
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = ts.tv_sec
         var tm = Glibc.tm()
         localtime_r(&t, &tm)
         var buffer = [CChar](repeating: 0, count: 32)
-        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &tm)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &tm)
+        let millis = String(ts.tv_nsec / 1_000_000)
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            + "." + String(repeating: "0", count: 3 - millis.count) + millis
     }
 }
 

@@ -25,6 +25,10 @@ struct MountCommand: ParsableCommand {
           symlinks=inside|all
                             links pointing out of the mount are hidden (inside, the default)
                             or shown as they are (all)
+          prefetch=N        threads that decompress shared libraries before they are read
+                            (default: one less than the CPUs, at least 1; 0 disables)
+          threads=N         threads answering reads that wait for a decompression or the disk
+                            (default: the CPUs, at least 2)
           allow_other, allow_root, default_permissions, auto_unmount, fsname=, subtype=,
           max_read=, noexec, noatime and the other mount(8) flags are passed to libfuse;
           defaults, nofail, _netdev, auto, noauto, user(s), x-* (fstab words) are ignored.
@@ -53,12 +57,13 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .customShort("d"), help: "Log every FUSE request (implies -f).")
     var debug = false
 
-    @Flag(name: .customShort("s"), help: "Serve requests from one thread.")
-    var singleThreaded = false
+    @Flag(name: .customShort("v"), help: "Log each decompression with its size and duration.")
+    var verbose = false
+
 
     func run() throws {
         try Mounter(archive: archive, mountpoint: mountpoint, optionGroups: options,
-                    foreground: foreground || debug, debug: debug, singleThreaded: singleThreaded).mount()
+                    foreground: foreground || debug, debug: debug, verbose: verbose).mount()
     }
 }
 
@@ -69,12 +74,12 @@ struct Mounter {
     let optionGroups: [String]
     let foreground: Bool
     let debug: Bool
-    let singleThreaded: Bool
+    let verbose: Bool
 
     func mount() throws(Failure) {
         let options: MountOptions
         do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.usage, "\(error)") }
-        if debug { LogSink.shared.setLevel(.debug) }
+        if debug || verbose { LogSink.shared.setLevel(.debug) }
         for o in options.overridden {
             log.warning("option '\(o)' ignored: pyzfs mounts are always read-only, nosuid and nodev")
         }
@@ -93,7 +98,9 @@ struct Mounter {
 
         var configuration = ServerConfiguration()
         configuration.debug = debug
-        configuration.multithreaded = !singleThreaded
+        configuration.zeroMessageOpens = true
+        if let n = options.prefetchThreads { configuration.prefetchThreads = n }
+        if let n = options.workerThreads { configuration.workerThreads = n }
         var fuseOptions = ["ro", "nosuid", "nodev", "default_permissions"]
         if options.libfuseValue("fsname") == nil { fuseOptions.append("fsname=" + escapeOption(opened.path)) }
         if options.libfuseValue("subtype") == nil { fuseOptions.append("subtype=pyzfs") }

@@ -22,18 +22,21 @@ struct CLITests {
 
     /// Runs a mount that must fail; checks the code, the message and that nothing was mounted.
     func refused(_ argv: [String], code: Int32, says: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        let before = pyzfsMounts()
+        let before = pyzfsMounts(on: argv)
         let r = run([pyzfs] + argv, timeout: 60)
         #expect(r.status == code, "\(r)", sourceLocation: sourceLocation)
         #expect(r.stderr.contains(says), "\(r)", sourceLocation: sourceLocation)
         #expect(r.stderr.split(separator: "\n").count <= 2, "one clear line: \(r)", sourceLocation: sourceLocation)
-        #expect(pyzfsMounts() == before, "a refused command changed the mounts", sourceLocation: sourceLocation)
+        #expect(pyzfsMounts(on: argv) == before, "a refused command changed the mounts", sourceLocation: sourceLocation)
     }
 
-    /// This test's pyzfs mounts (those under its own temporary directories).
-    func pyzfsMounts() -> [String] {
+    /// The pyzfs mounts on any of `paths` (other tests mount elsewhere at the same time).
+    func pyzfsMounts(on paths: [String]) -> [String] {
         let text = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").map(String.init).filter { $0.contains(" fuse.pyzfs ") }
+        return text.split(separator: "\n").map(String.init).filter { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 2 && fields[2] == "fuse.pyzfs" && paths.contains(String(fields[1]))
+        }
     }
 
     @Test("bad archives and bad mount points are refused with their documented codes")

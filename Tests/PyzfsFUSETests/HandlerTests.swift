@@ -19,7 +19,8 @@ enum Answer: Equatable {
     case xattrSize(Int)
 }
 
-final class Recorder: Responder {
+// @unchecked: a recorder is used by one test on one thread (no workers are started).
+final class Recorder: Responder, @unchecked Sendable {
     var answers: [Answer] = []
     var last: Answer? { answers.last }
     func entry(_ e: fuse_entry_param) {

@@ -1,0 +1,42 @@
+/// CPython bytecode knowledge: which `.pyc` files in an archive belong to which `.py` source.
+///
+/// A timestamp pyc is used only when the source's reported mtime and size equal those in its
+/// header (PEP 552). Zip times are DOS times (2-second steps, read in the server's local time
+/// zone), so a mount serves each source with the mtime its own pyc records, when that pyc also
+/// records the source's size. Sizes are never changed.
+public struct BytecodeIndex: Sendable {
+    /// For a `.py` node, the `__pycache__/NAME.*.pyc` nodes beside it, plain ones before `.opt-N`.
+    public let candidates: [UInt32: [UInt32]]
+
+    public init(tree: Tree) {
+        var found: [UInt32: [UInt32]] = [:]
+        let pycache = Array("__pycache__".utf8)
+        for (i, node) in tree.nodes.enumerated() where node.kind == .file && !node.isHidden {
+            let name = tree.name(of: i)
+            guard name.count > 4, name.suffix(4).elementsEqual(".pyc".utf8) else { continue }
+            let directory = Int(node.parent)
+            guard directory != Tree.root, tree.name(of: directory).elementsEqual(pycache) else { continue }
+            // NAME.TAG[.opt-N].pyc: a module name has no dot, so NAME ends at the first one.
+            guard let dot = name.firstIndex(of: UInt8(ascii: ".")) else { continue }
+            let source = Array(name[name.startIndex..<dot]) + Array(".py".utf8)
+            let packageDirectory = Int(tree.nodes[directory].parent)
+            guard let py = source.withUnsafeBytes({ tree.child(of: packageDirectory, named: $0) }),
+                  tree.nodes[py].kind == .file else { continue }
+            found[UInt32(py), default: []].append(UInt32(i))
+        }
+        for (py, pycs) in found where pycs.count > 1 {
+            found[py] = pycs.sorted { a, b in
+                let aOpt = tree.name(of: Int(a)).contains(UInt8(ascii: "-")), bOpt = tree.name(of: Int(b)).contains(UInt8(ascii: "-"))
+                return aOpt == bOpt ? a < b : !aOpt
+            }
+        }
+        candidates = found
+    }
+
+    /// The source mtime and size a pyc header records, if it is a timestamp pyc (PEP 552 flags 0).
+    public static func timestampFields(ofHeader header: UnsafeRawBufferPointer) -> (mtime: UInt32, size: UInt32)? {
+        guard header.count >= 16, header[2] == 0x0D, header[3] == 0x0A else { return nil }
+        guard le32(header, 4) == 0 else { return nil }
+        return (le32(header, 8), le32(header, 12))
+    }
+}
