@@ -49,6 +49,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     private var storedChecks: [Int: StoredCheck] = [:]
     private var streams = StreamPool()
     private var sourceMtimes: [Int: Int64] = [:]
+    private var opened = 0
+    /// Members larger than the cache budget (served by streaming).
+    public let membersOverBudget: Int
+    /// Streams opened on members larger than the budget.
+    public var streamsOpened: Int { lock.withLock { opened } }
 
     /// Progress of the CRC check of a stored member read in order.
     struct StoredCheck {
@@ -63,10 +68,15 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     private let entryNodes: [Int32]
 
     let logger: Logger
+    /// Bytecode written by the interpreter, when the mount accepts it (`-o pycache=memory`).
+    public let overlay: PycacheOverlay?
 
+    /// - Parameter pycacheBudget: bytes of bytecode the mount accepts into `__pycache__`
+    ///   directories; nil keeps every directory read-only.
     public init(tree: Tree, reader: MemberReader, cacheBudget: Int, ownership: Ownership,
-                logger: Logger = Logger(label: "pyzfs")) {
+                pycacheBudget: Int? = nil, bytecode: BytecodeIndex? = nil, logger: Logger = Logger(label: "pyzfs")) {
         self.logger = logger
+        self.overlay = pycacheBudget.map { PycacheOverlay(budget: $0, firstInode: UInt64(tree.nodes.count) + 1) }
         self.tree = tree
         self.reader = reader
         self.cache = MemberCache(budget: cacheBudget)
@@ -74,9 +84,14 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         var entryNodes = [Int32](repeating: -1, count: tree.index.entries.count)
         for (i, n) in tree.nodes.enumerated() where n.entry >= 0 && n.kind == .file { entryNodes[Int(n.entry)] = Int32(i) }
         self.entryNodes = entryNodes
-        self.bytecode = BytecodeIndex(tree: tree)
+        self.bytecode = bytecode ?? BytecodeIndex(tree: tree)
         var bytes: UInt64 = 0
-        for e in tree.index.entries { bytes &+= e.uncompressedSize }
+        var over = 0
+        for e in tree.index.entries {
+            bytes &+= e.uncompressedSize
+            if e.method != 0 && e.uncompressedSize > UInt64(cacheBudget) { over += 1 }
+        }
+        membersOverBudget = over
         volume = VolumeStatistics(blocks: (bytes + 4095) / 4096, files: UInt64(tree.nodes.count))
     }
 
@@ -169,6 +184,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         }
         lock.withLock { sourceMtimes[i] = mtime }
         return mtime
+    }
+
+    /// Whether node `i` is a directory named `__pycache__`.
+    public func isPycacheDirectory(_ i: Int) -> Bool {
+        tree.nodes[i].kind == .directory && tree.name(of: i).elementsEqual("__pycache__".utf8)
     }
 
     /// FUSE `lookup`: the child of directory `parent` named `name`.
@@ -371,6 +391,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         } else {
             guard let s = try reader.openStream(location) else { throw .unsupportedMethod(location.entry.method) }
             cursor = StreamCursor(index: index, stream: s)
+            lock.withLock { opened += 1 }
         }
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(length, 65536), alignment: 16)
         defer { scratch.deallocate() }

@@ -33,6 +33,19 @@ public struct BytecodeIndex: Sendable {
         candidates = found
     }
 
+    /// The `.py` sources of `tree` (other than `__main__.py`, which CPython never caches) and how
+    /// many of them have no pyc beside them.
+    public func sources(in tree: Tree) -> (total: Int, withoutBytecode: Int) {
+        var total = 0, without = 0
+        for (i, node) in tree.nodes.enumerated() where node.kind == .file && !node.isHidden {
+            let name = tree.name(of: i)
+            guard name.count > 3, name.suffix(3).elementsEqual(".py".utf8), !name.elementsEqual("__main__.py".utf8) else { continue }
+            total += 1
+            if candidates[UInt32(i)] == nil { without += 1 }
+        }
+        return (total, without)
+    }
+
     /// The source mtime and size a pyc header records, if it is a timestamp pyc (PEP 552 flags 0).
     public static func timestampFields(ofHeader header: UnsafeRawBufferPointer) -> (mtime: UInt32, size: UInt32)? {
         guard header.count >= 16, header[2] == 0x0D, header[3] == 0x0A else { return nil }

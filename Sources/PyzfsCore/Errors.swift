@@ -73,6 +73,10 @@ public enum FSError: Error, Equatable, Sendable {
     case invalidArgument
     /// The member's bytes cannot be served; logged with its cause.
     case member(MemberError)
+    /// The name exists already (EEXIST).
+    case exists
+    /// The in-memory bytecode cache is full (ENOSPC).
+    case noSpace
     /// Answering needs a decompression or disk I/O, and the caller asked not to wait: retry
     /// the same call with `mayWait` on a worker thread.
     case wouldBlock

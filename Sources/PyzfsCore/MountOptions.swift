@@ -13,6 +13,10 @@ public struct MountOptions: Sendable, Equatable {
     public var prefetchThreads: Int? = nil
     /// Threads answering requests that wait for a decompression or the disk (`threads=`).
     public var workerThreads: Int? = nil
+    /// Whether CPython may write bytecode into `__pycache__` directories, in memory (`pycache=`).
+    public var pycache: PycachePolicy = .auto
+    /// Bytes of bytecode the mount accepts (`pycache_size=`).
+    public var pycacheSize: UInt64 = 64 << 20
     /// Options passed to libfuse, in order, without the ones pyzfs forces.
     public var libfuse: [String] = []
     /// What was asked for and overridden (`rw`, `dev`, `suid`), to warn about.
@@ -97,6 +101,18 @@ public struct MountOptions: Sendable, Equatable {
                 throw .badValue(option: key, reason: "'\(v)' is not a thread count (\(key == "threads" ? 1 : 0)-64)")
             }
             if key == "prefetch" { prefetchThreads = n } else { workerThreads = n }
+        case "pycache":
+            let v = try need()
+            guard let p = PycachePolicy(rawValue: v) else {
+                throw .badValue(option: key, reason: "'\(v)' is not one of auto, memory, off")
+            }
+            pycache = p
+        case "pycache_size":
+            let v = try need()
+            guard let bytes = parseSize(v), bytes > 0 else {
+                throw .badValue(option: key, reason: "'\(v)' is not a size such as 64M")
+            }
+            pycacheSize = bytes
         case "symlinks":
             let v = try need()
             guard let p = SymlinkPolicy(rawValue: v) else {
@@ -143,6 +159,17 @@ public struct MountOptions: Sendable, Equatable {
         for o in libfuse where o.hasPrefix(key + "=") { return String(o.dropFirst(key.count + 1)) }
         return nil
     }
+}
+
+/// Whether a mount accepts CPython's bytecode into memory.
+public enum PycachePolicy: String, Sendable {
+    /// `memory` when most sources of the archive have no pyc beside them, else `off`.
+    case auto
+    /// `__pycache__` directories accept pycs, held in memory; the kernel mount is read-write for
+    /// that, and everything else stays EROFS.
+    case memory
+    /// Read-only throughout (the kernel mount is `ro`).
+    case off
 }
 
 /// An option pyzfs does not accept.

@@ -73,6 +73,8 @@ public final class Operations: @unchecked Sendable {
         case .readOnly: return EROFS
         case .noAttribute: return ENODATA
         case .rangeTooSmall: return ERANGE
+        case .exists: return EEXIST
+        case .noSpace: return ENOSPC
         case .wouldBlock:
             // Handlers retry such calls on a worker; this answer never reaches the kernel.
             return EAGAIN
@@ -128,12 +130,15 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `lookup`. A miss is answered with inode 0 and a timeout, so the kernel caches it.
     public func lookup(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
+        if isOverlay(parent) { return overlayLookup(r, parent: parent, name: name) }
         guard let p = node(r, parent) else { return }
         let bytes = UnsafeRawBufferPointer(start: name, count: strlen(name))
         do {
             let c = try fs.lookup(parent: p, name: bytes)
             afterModificationTime(of: c) { r.entry(self.entryParam(c)) }
             fs.noteLookup(c)
+        } catch .notFound where fs.overlay?.lookup(parent: UInt64(parent), name: Array(bytes)) != nil {
+            overlayLookup(r, parent: parent, name: name)
         } catch .notFound {
             var e = fuse_entry_param()
             e.ino = 0
@@ -149,12 +154,14 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `getattr`.
     public func getattr(_ r: some Responder, ino: fuse_ino_t) {
+        if isOverlay(ino) { return overlayGetattr(r, ino: ino) }
         guard let n = node(r, ino) else { return }
         afterModificationTime(of: n) { r.attr(self.stat(of: n), timeout: Self.timeout) }
     }
 
     /// FUSE `open`: read-only, the page cache kept across opens.
     public func open(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
+        if isOverlay(ino) { return overlayOpen(r, ino: ino, fi: fi) }
         guard let n = node(r, ino) else { return }
         if zeroMessageOpens.load(ordering: .relaxed) { return r.error(ENOSYS) }
         do {
@@ -167,6 +174,7 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `read`.
     public func read(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int) {
+        if isOverlay(ino) { return overlayRead(r, ino: ino, size: size, offset: offset) }
         guard let n = node(r, ino) else { return }
         guard offset >= 0 else { return r.error(EINVAL) }
         do {
@@ -189,30 +197,49 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `opendir`: listings cached by the kernel.
     public func opendir(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
+        if isOverlay(ino) { return r.open(fi, keepCache: false, cacheDirectory: false) }
         guard let n = node(r, ino) else { return }
         guard fs.tree.nodes[n].kind == .directory else { return r.error(ENOTDIR) }
         if zeroMessageOpens.load(ordering: .relaxed) { return r.error(ENOSYS) }
-        r.open(fi, keepCache: true, cacheDirectory: true)
+        // With bytecode written into the mount, listings change: the kernel must ask again.
+        r.open(fi, keepCache: fs.overlay == nil, cacheDirectory: fs.overlay == nil)
     }
 
     /// FUSE `readdir` and `readdirplus`. Offsets: 0 is the start, entry k (`.`, `..`, then the
     /// children in archive order) carries offset k + 1, the offset of the entry after it.
     public func readdir(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int, plus: Bool) {
+        if isOverlay(ino) { return overlayReaddir(r, ino: ino, size: size, offset: offset, plus: plus) }
         guard let n = node(r, ino) else { return }
         let children: ArraySlice<UInt32>
         do { children = try fs.children(of: n) } catch { return r.error(errno(for: error)) }
-        let total = children.count + 2
+        let added = fs.overlay?.children(of: UInt64(ino)) ?? []
+        let total = children.count + 2 + added.count
         guard offset >= 0 else { return r.error(EINVAL) }
         if offset >= total { return r.data(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 8)
         defer { buffer.deallocate() }
         var used = 0
         var nameBuffer = [CChar](repeating: 0, count: PathRules.maxComponentLength + 1)
-        for k in offset..<total {
+        loop: for k in offset..<total {
             let child: Int
             switch k {
             case 0: child = n; nameBuffer[0] = 0x2E; nameBuffer[1] = 0
             case 1: child = Int(fs.tree.nodes[n].parent); nameBuffer[0] = 0x2E; nameBuffer[1] = 0x2E; nameBuffer[2] = 0
+            case (children.count + 2)...:
+                // Bytecode directories and files written into this directory: plain entries.
+                let a = added[k - children.count - 2]
+                for (j, b) in a.name.enumerated() { nameBuffer[j] = CChar(bitPattern: b) }
+                nameBuffer[a.name.count] = 0
+                let remaining = size - used
+                let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
+                var e = fuse_entry_param()
+                e.attr.st_ino = __ino_t(a.ino)
+                e.attr.st_mode = a.isDirectory ? 0o040000 : 0o100000
+                let needed = plus ? fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
+                                  : fuse_add_direntry(nil, start, remaining, nameBuffer, &e.attr, off_t(k + 1))
+                if needed > remaining { break loop }
+                used += needed
+                continue
             default:
                 child = Int(children[children.startIndex + k - 2])
                 let name = fs.tree.name(of: child)
@@ -246,6 +273,7 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `readlink`.
     public func readlink(_ r: some Responder, ino: fuse_ino_t) {
+        if isOverlay(ino) { return r.error(EINVAL) }
         guard let n = node(r, ino) else { return }
         do {
             var target = try fs.readlink(n)
@@ -271,6 +299,7 @@ public final class Operations: @unchecked Sendable {
     /// FUSE `getxattr`. Members carry no attributes; the root answers pyzfs's control names
     /// (not listed, so copying tools do not carry them).
     public func getxattr(_ r: some Responder, ino: fuse_ino_t, name: UnsafePointer<CChar>, size: Int) {
+        if isOverlay(ino) { return r.error(fs.overlay?.node(UInt64(ino)) == nil ? ENOENT : ENODATA) }
         guard let n = node(r, ino) else { return }
         guard n == Tree.root, let value = controlAttribute(string(fromCString: name)) else { return r.error(ENODATA) }
         let bytes = Array(value.utf8)
@@ -281,7 +310,7 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `listxattr`: no attributes.
     public func listxattr(_ r: some Responder, ino: fuse_ino_t, size: Int) {
-        guard node(r, ino) != nil else { return }
+        guard isOverlay(ino) || node(r, ino) != nil else { return }
         if size == 0 { r.xattrSize(0) } else { r.data(UnsafeRawBufferPointer(start: nil, count: 0)) }
     }
 
@@ -301,12 +330,15 @@ public final class Operations: @unchecked Sendable {
 
     func statisticsJSON() -> String {
         let s = fs.cache.statistics
+        let pyc = fs.overlay?.statistics ?? (files: 0, bytes: 0, written: 0)
         return """
         {"pid":\(getpid()),"archive":\(jsonString(archivePath)),"budget":\(s.budget),"bytes_held":\(s.bytesHeld),\
         "members_held":\(s.membersHeld),"hits":\(s.hits),"misses":\(s.misses),"waits":\(s.waits),\
         "evictions":\(s.evictions),"decompressions":\(s.decompressions),\
         "decompression_seconds":\(Double(s.decompressionNanoseconds) / 1e9),"decompressed_bytes":\(s.decompressedBytes),\
-        "failures":\(s.failures)}
+        "failures":\(s.failures),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
+        "members_over_budget":\(fs.membersOverBudget),"streams_opened":\(fs.streamsOpened),\
+        "pycache_files":\(pyc.files),"pycache_bytes":\(pyc.bytes),"pycs_written":\(pyc.written)}
         """
     }
 }

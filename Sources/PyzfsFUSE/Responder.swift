@@ -16,6 +16,8 @@ public protocol Responder: Sendable {
     func readlink(_ target: UnsafePointer<CChar>)
     func statfs(_ st: statvfs)
     func xattrSize(_ size: Int)
+    func created(_ e: fuse_entry_param, _ fi: UnsafeMutablePointer<fuse_file_info>?)
+    func written(_ count: Int)
 }
 
 /// The responder of a request from the kernel. A request may be answered from any thread, once.
@@ -36,4 +38,10 @@ struct KernelResponder: Responder, @unchecked Sendable {
     func readlink(_ target: UnsafePointer<CChar>) { fuse_reply_readlink(req, target) }
     func statfs(_ st: statvfs) { var st = st; fuse_reply_statfs(req, &st) }
     func xattrSize(_ size: Int) { fuse_reply_xattr(req, size) }
+    func created(_ e: fuse_entry_param, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+        var e = e
+        if let fi { pyzfs_fuse_fi_set_cache(fi, 0, 0) }
+        fuse_reply_create(req, &e, fi)
+    }
+    func written(_ count: Int) { fuse_reply_write(req, count) }
 }

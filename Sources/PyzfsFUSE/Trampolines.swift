@@ -43,16 +43,22 @@ func makeOperations() -> fuse_lowlevel_ops {
     o.listxattr = { req, ino, size in context(req).operations.listxattr(reply(req), ino: ino, size: size) }
     // The kernel refuses these itself on a read-only mount; answering them keeps that true
     // whatever the mount flags.
-    o.setattr = { req, _, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
+    // The kernel refuses these itself on a read-only mount. With an in-memory bytecode cache the
+    // mount is read-write and the handlers allow only what importlib does in __pycache__.
+    o.setattr = { req, ino, attr, toSet, _ in context(req).operations.setattr(reply(req), ino: ino, attr: attr, toSet: toSet) }
     o.mknod = { req, _, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
-    o.mkdir = { req, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
-    o.unlink = { req, _, _ in context(req).operations.refuseWrite(reply(req)) }
+    o.mkdir = { req, parent, name, _ in context(req).operations.mkdir(reply(req), parent: parent, name: name!) }
+    o.unlink = { req, parent, name in context(req).operations.unlink(reply(req), parent: parent, name: name!) }
     o.rmdir = { req, _, _ in context(req).operations.refuseWrite(reply(req)) }
     o.symlink = { req, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
-    o.rename = { req, _, _, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
+    o.rename = { req, parent, name, newParent, newName, flags in
+        context(req).operations.rename(reply(req), parent: parent, name: name!, newParent: newParent, newName: newName!, flags: flags)
+    }
     o.link = { req, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
-    o.write = { req, _, _, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
-    o.create = { req, _, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
+    o.write = { req, ino, buf, size, off, _ in
+        context(req).operations.write(reply(req), ino: ino, bytes: UnsafeRawBufferPointer(start: buf, count: size), offset: Int(off))
+    }
+    o.create = { req, parent, name, _, fi in context(req).operations.create(reply(req), parent: parent, name: name!, fi: fi) }
     o.setxattr = { req, _, _, _, _, _ in context(req).operations.refuseWrite(reply(req)) }
     o.removexattr = { req, _, _ in context(req).operations.refuseWrite(reply(req)) }
     return o

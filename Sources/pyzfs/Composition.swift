@@ -13,6 +13,8 @@ struct OpenedArchive {
     let file: ArchiveFile
     let index: ZipIndex
     let filesystem: ArchiveFileSystem
+    /// Whether the mount accepts bytecode into memory (and so cannot be a read-only kernel mount).
+    var acceptsBytecode: Bool { filesystem.overlay != nil }
 }
 
 /// The absolute form of `path` (symlinks resolved when it exists).
@@ -46,9 +48,21 @@ func openArchive(_ path: String, options: MountOptions) throws(Failure) -> Opene
     let tree = Tree(index: index, options: treeOptions) { i in try? reader.readWhole(i, limit: 4096) }
     report(tree.warnings)
     let budget = options.cacheSize ?? MemoryLimits.defaultCacheSize()
+    let bytecode = BytecodeIndex(tree: tree)
+    let pycache: Bool
+    switch options.pycache {
+    case .memory: pycache = true
+    case .off: pycache = false
+    case .auto:
+        // Archives built without bytecode (shiv, pex, plain zipapp) would compile every module on
+        // every start; archives that carry pycs gain nothing and stay a read-only kernel mount.
+        let sources = bytecode.sources(in: tree)
+        pycache = sources.withoutBytecode * 2 > sources.total
+    }
     let filesystem = ArchiveFileSystem(
         tree: tree, reader: reader, cacheBudget: Int(clamping: budget),
-        ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()), logger: log)
+        ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()),
+        pycacheBudget: pycache ? Int(clamping: options.pycacheSize) : nil, bytecode: bytecode, logger: log)
     return OpenedArchive(path: absolute, file: file, index: index, filesystem: filesystem)
 }
 

@@ -14,7 +14,8 @@ struct MountCommand: ParsableCommand {
         Returns once the mount is usable; the server then runs in the background and logs to \
         syslog/journald (-o log=FILE for a file). With -f it stays in the foreground and logs to \
         stderr. The mount is always read-only, nosuid and nodev: rw, dev and suid are overridden \
-        with a warning. Unmount with 'pyzfs unmount MOUNTPOINT' (or fusermount3 -u, or umount).
+        with a warning; the one exception is bytecode (see pycache=). Unmount with \
+        'pyzfs unmount MOUNTPOINT' (or fusermount3 -u, or umount).
 
         Options (-o, comma-separated):
           cache_size=SIZE   memory for decompressed members (256M, 1G; default: an eighth of
@@ -25,6 +26,14 @@ struct MountCommand: ParsableCommand {
           symlinks=inside|all
                             links pointing out of the mount are hidden (inside, the default)
                             or shown as they are (all)
+          pycache=auto|memory|off
+                            memory: CPython may write .pyc files into __pycache__ directories;
+                            they are held in memory until unmount, so each module is compiled
+                            once per mount (the kernel mount is then rw; every other write is
+                            still refused with EROFS). auto (the default) chooses memory when
+                            most .py files of the archive have no pyc beside them (shiv, pex)
+          pycache_size=SIZE bytes of bytecode held at most (default 64M; beyond, CPython just
+                            does not cache)
           prefetch=N        threads that decompress shared libraries before they are read
                             (default: one less than the CPUs, at least 1; 0 disables)
           threads=N         threads answering reads that wait for a decompression or the disk
@@ -98,10 +107,11 @@ struct Mounter {
 
         var configuration = ServerConfiguration()
         configuration.debug = debug
-        configuration.zeroMessageOpens = true
+        // Zero-message opens need the kernel to refuse write intent: only on a read-only mount.
+        configuration.zeroMessageOpens = !opened.acceptsBytecode
         if let n = options.prefetchThreads { configuration.prefetchThreads = n }
         if let n = options.workerThreads { configuration.workerThreads = n }
-        var fuseOptions = ["ro", "nosuid", "nodev", "default_permissions"]
+        var fuseOptions = [opened.acceptsBytecode ? "rw" : "ro", "nosuid", "nodev", "default_permissions"]
         if options.libfuseValue("fsname") == nil { fuseOptions.append("fsname=" + escapeOption(opened.path)) }
         if options.libfuseValue("subtype") == nil { fuseOptions.append("subtype=pyzfs") }
         fuseOptions += options.libfuse
@@ -119,7 +129,8 @@ struct Mounter {
         } catch {
             throw mountFailure(error, mountpoint: target)
         }
-        let summary = "mounted \(opened.path) on \(target): \(opened.index.entries.count) entries, cache \(formatSize(UInt64(opened.filesystem.cache.budget)))"
+        var summary = "mounted \(opened.path) on \(target): \(opened.index.entries.count) entries, cache \(formatSize(UInt64(opened.filesystem.cache.budget)))"
+        if let o = opened.filesystem.overlay { summary += ", bytecode written into memory (up to \(formatSize(UInt64(o.budget))))" }
 
         if foreground {
             log.info("\(summary)")

@@ -17,6 +17,8 @@ enum Answer: Equatable {
     case readlink(String)
     case statfs(files: UInt)
     case xattrSize(Int)
+    case created(ino: UInt64)
+    case written(Int)
 }
 
 // @unchecked: a recorder is used by one test on one thread (no workers are started).
@@ -36,6 +38,8 @@ final class Recorder: Responder, @unchecked Sendable {
     func readlink(_ target: UnsafePointer<CChar>) { answers.append(.readlink(String(cString: target))) }
     func statfs(_ st: statvfs) { answers.append(.statfs(files: st.f_files)) }
     func xattrSize(_ size: Int) { answers.append(.xattrSize(size)) }
+    func created(_ e: fuse_entry_param, _ fi: UnsafeMutablePointer<fuse_file_info>?) { answers.append(.created(ino: UInt64(e.ino))) }
+    func written(_ count: Int) { answers.append(.written(count)) }
 }
 
 @Suite("FUSE handlers without a kernel")

@@ -184,12 +184,12 @@ public struct HarnessError: Error, CustomStringConvertible {
 /// Mounts `archive` with the pyzfs binary, runs `body` with the mount point, and always unmounts
 /// and removes the mount point, also when `body` throws.
 public func withMount<R>(_ archive: String, options: [String] = [], extraArguments: [String] = [],
-                         _ body: (String) throws -> R) throws -> R {
+                         environment: [String: String]? = nil, _ body: (String) throws -> R) throws -> R {
     let mountpoint = makeTemporaryDirectory("mnt")
     var argv = [TestEnvironment.binary, "mount", archive, mountpoint]
     if !options.isEmpty { argv += ["-o", options.joined(separator: ",")] }
     argv += extraArguments
-    let r = run(argv, timeout: 120)
+    let r = run(argv, environment: environment, timeout: 120)
     defer { unmountAndRemove(mountpoint) }
     guard r.status == 0 else { throw HarnessError("pyzfs mount failed: \(r)") }
     return try body(mountpoint)

@@ -1,0 +1,193 @@
+import CFuse3
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Handlers for the in-memory bytecode cache (`-o pycache=memory`): the only writes a mount
+// accepts. Without an overlay each of them is EROFS.
+extension Operations {
+    func isOverlay(_ ino: fuse_ino_t) -> Bool { fs.overlay?.contains(UInt64(ino)) ?? false }
+
+    private var now: Int64 { Int64(time(nil)) }
+
+    func overlayStat(_ ino: UInt64, _ node: PycacheOverlay.Node) -> stat {
+        var st = Glibc.stat()
+        st.st_ino = __ino_t(ino)
+        st.st_mode = node.isDirectory ? 0o040755 : 0o100644
+        st.st_nlink = node.isDirectory ? 2 : 1
+        st.st_uid = fs.ownership.uid
+        st.st_gid = fs.ownership.gid
+        st.st_size = node.data.count
+        st.st_blocks = (node.data.count + 511) / 512
+        st.st_blksize = 4096
+        st.st_mtim = timespec(tv_sec: Int(node.mtime), tv_nsec: 0)
+        st.st_atim = st.st_mtim
+        st.st_ctim = st.st_mtim
+        return st
+    }
+
+    /// Overlay nodes change (a file grows while written): the kernel keeps no attributes.
+    func overlayEntry(_ ino: UInt64) -> fuse_entry_param? {
+        guard let node = fs.overlay?.node(ino) else { return nil }
+        var e = fuse_entry_param()
+        e.ino = fuse_ino_t(ino)
+        e.generation = 1
+        e.attr = overlayStat(ino, node)
+        e.attr_timeout = 0
+        e.entry_timeout = Self.timeout
+        return e
+    }
+
+    func overlayLookup(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
+        let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+        if let ino = fs.overlay?.lookup(parent: UInt64(parent), name: bytes), let e = overlayEntry(ino) {
+            return r.entry(e)
+        }
+        var e = fuse_entry_param()
+        e.entry_timeout = Self.timeout
+        r.entry(e)
+    }
+
+    func overlayGetattr(_ r: some Responder, ino: fuse_ino_t) {
+        guard let o = fs.overlay, let node = o.node(UInt64(ino)) else { return r.error(ENOENT) }
+        r.attr(overlayStat(UInt64(ino), node), timeout: 0)
+    }
+
+    func overlayOpen(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
+        guard let o = fs.overlay, let node = o.node(UInt64(ino)) else { return r.error(ENOENT) }
+        if node.isDirectory { return r.error(EISDIR) }
+        let flags = fi?.pointee.flags ?? O_RDONLY
+        let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
+        // A pyc renamed onto its final name is sealed: cached bytecode cannot be rewritten.
+        if writes && node.sealed { return r.error(EROFS) }
+        if flags & O_TRUNC != 0 {
+            do { try o.truncate(UInt64(ino), to: 0) } catch { return r.error(errno(for: error)) }
+        }
+        r.open(fi, keepCache: false, cacheDirectory: false)
+    }
+
+    func overlayRead(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int) {
+        guard let o = fs.overlay else { return r.error(ENOENT) }
+        do {
+            try o.read(UInt64(ino), offset: UInt64(max(0, offset)), count: size) { r.data($0) }
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    func overlayReaddir(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int, plus: Bool) {
+        guard let o = fs.overlay, let node = o.node(UInt64(ino)), node.isDirectory else { return r.error(ENOTDIR) }
+        let entries: [(name: [UInt8], ino: UInt64, isDirectory: Bool)] =
+            [(Array(".".utf8), UInt64(ino), true), (Array("..".utf8), node.parent, true)] + o.children(of: UInt64(ino))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 8)
+        defer { buffer.deallocate() }
+        var used = 0
+        for k in max(0, offset)..<max(max(0, offset), entries.count) {
+            // Plain entries (inode 0 in readdirplus): the kernel looks each up when used.
+            var e = fuse_entry_param()
+            e.attr.st_ino = __ino_t(entries[k].ino)
+            e.attr.st_mode = entries[k].isDirectory ? 0o040000 : 0o100000
+            let name = entries[k].name.map { CChar(bitPattern: $0) } + [0]
+            let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
+            let needed = plus ? fuse_add_direntry_plus(nil, start, size - used, name, &e, off_t(k + 1))
+                              : fuse_add_direntry(nil, start, size - used, name, &e.attr, off_t(k + 1))
+            if needed > size - used { break }
+            used += needed
+        }
+        r.data(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+    }
+
+    /// Whether directory inode `ino` (of the archive or the overlay) is a `__pycache__`.
+    func isPycacheDirectory(_ ino: fuse_ino_t) -> Bool {
+        if let o = fs.overlay, o.contains(UInt64(ino)) {
+            return o.node(UInt64(ino)).map { $0.isDirectory && $0.name.elementsEqual("__pycache__".utf8) } ?? false
+        }
+        guard let n = fs.node(ofInode: UInt64(ino)) else { return false }
+        return fs.isPycacheDirectory(n)
+    }
+
+    /// Whether the archive itself has `name` in directory `parent`.
+    func archiveHas(parent: fuse_ino_t, name: [UInt8]) -> Bool {
+        guard let p = fs.node(ofInode: UInt64(parent)), fs.tree.nodes[p].kind == .directory else { return false }
+        return name.withUnsafeBytes { fs.tree.child(of: p, named: $0) } != nil
+    }
+
+    /// FUSE `mkdir`: a `__pycache__` directory in a directory of the archive.
+    public func mkdir(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
+        let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+        guard let o = fs.overlay, fs.node(ofInode: UInt64(parent)).map({ fs.tree.nodes[$0].kind == .directory }) == true
+        else { return r.error(EROFS) }
+        if archiveHas(parent: parent, name: bytes) { return r.error(EEXIST) }
+        do {
+            let ino = try o.mkdir(parent: UInt64(parent), name: bytes, now: now)
+            r.entry(overlayEntry(ino)!)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `create`: a pyc, or importlib's temporary for one, in a `__pycache__` directory.
+    public func create(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>,
+                       fi: UnsafeMutablePointer<fuse_file_info>?) {
+        let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+        guard let o = fs.overlay else { return r.error(EROFS) }
+        if archiveHas(parent: parent, name: bytes) { return r.error(EROFS) }
+        do {
+            let ino = try o.create(parent: UInt64(parent), parentIsPycache: isPycacheDirectory(parent), name: bytes, now: now)
+            r.created(overlayEntry(ino)!, fi)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `write`: into an overlay file only.
+    public func write(_ r: some Responder, ino: fuse_ino_t, bytes: UnsafeRawBufferPointer, offset: Int) {
+        guard let o = fs.overlay, o.contains(UInt64(ino)) else { return r.error(EROFS) }
+        do {
+            r.written(try o.write(UInt64(ino), offset: UInt64(max(0, offset)), bytes: bytes, now: now))
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `rename`: a temporary pyc onto its final name in the same `__pycache__`.
+    public func rename(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>,
+                       newParent: fuse_ino_t, newName: UnsafePointer<CChar>, flags: UInt32) {
+        let from = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+        let to = Array(UnsafeRawBufferPointer(start: newName, count: strlen(newName)))
+        guard let o = fs.overlay, flags == 0 else { return r.error(EROFS) }
+        do {
+            try o.rename(parent: UInt64(parent), name: from, newParent: UInt64(newParent), newName: to,
+                         targetInArchive: archiveHas(parent: newParent, name: to))
+            r.error(0)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `unlink`: an overlay file only.
+    public func unlink(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
+        let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+        guard let o = fs.overlay, !archiveHas(parent: parent, name: bytes) else { return r.error(EROFS) }
+        do {
+            try o.unlink(parent: UInt64(parent), name: bytes)
+            r.error(0)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+
+    /// FUSE `setattr`: an overlay file may be truncated; its mode and times are what they are.
+    public func setattr(_ r: some Responder, ino: fuse_ino_t, attr: UnsafeMutablePointer<stat>?, toSet: Int32) {
+        guard let o = fs.overlay, o.contains(UInt64(ino)) else { return r.error(EROFS) }
+        do {
+            if toSet & FUSE_SET_ATTR_SIZE != 0, let attr {
+                try o.truncate(UInt64(ino), to: UInt64(max(0, attr.pointee.st_size)))
+            }
+            overlayGetattr(r, ino: ino)
+        } catch {
+            r.error(errno(for: error))
+        }
+    }
+}

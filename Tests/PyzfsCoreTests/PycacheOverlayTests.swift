@@ -1,0 +1,64 @@
+import PyzfsCore
+import Testing
+
+@Suite("In-memory bytecode cache")
+struct PycacheOverlayTests {
+    let pkg: UInt64 = 5  // an archive directory's inode
+    func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+    @Test("importlib's sequence: mkdir __pycache__, create a temporary, write, rename, then sealed")
+    func importlibSequence() throws {
+        let o = PycacheOverlay(budget: 1000, firstInode: 100)
+        let dir = try o.mkdir(parent: pkg, name: bytes("__pycache__"), now: 1)
+        #expect(dir == 100 && o.contains(dir) && !o.contains(99))
+        let tmp = try o.create(parent: dir, parentIsPycache: true, name: bytes("m.cpython-311.pyc.140234"), now: 2)
+        let data: [UInt8] = [1, 2, 3, 4]
+        #expect(try data.withUnsafeBytes { try o.write(tmp, offset: 0, bytes: $0, now: 3) } == 4)
+        try o.rename(parent: dir, name: bytes("m.cpython-311.pyc.140234"), newParent: dir,
+                     newName: bytes("m.cpython-311.pyc"), targetInArchive: false)
+        #expect(o.lookup(parent: dir, name: bytes("m.cpython-311.pyc")) == tmp)
+        #expect(o.lookup(parent: dir, name: bytes("m.cpython-311.pyc.140234")) == nil)
+        #expect(try o.read(tmp, offset: 1, count: 10) { Array($0) } == [2, 3, 4])
+        #expect(o.node(tmp)?.sealed == true)
+        #expect(throws: FSError.readOnly) { try data.withUnsafeBytes { try o.write(tmp, offset: 0, bytes: $0, now: 4) } }
+        #expect(throws: FSError.readOnly) { try o.unlink(parent: dir, name: bytes("m.cpython-311.pyc")) }
+        #expect(o.statistics.files == 1 && o.statistics.bytes == 4 && o.statistics.written == 1)
+        #expect(o.children(of: pkg).map(\.name) == [bytes("__pycache__")])
+    }
+
+    @Test("anything but bytecode in __pycache__ is refused")
+    func refusals() throws {
+        let o = PycacheOverlay(budget: 1000, firstInode: 100)
+        #expect(throws: FSError.readOnly) { try o.mkdir(parent: pkg, name: bytes("other"), now: 0) }
+        let dir = try o.mkdir(parent: pkg, name: bytes("__pycache__"), now: 0)
+        #expect(throws: FSError.exists) { try o.mkdir(parent: pkg, name: bytes("__pycache__"), now: 0) }
+        for name in ["x.txt", "x.py", ".pyc", "x.pyc.12a", "../x.pyc"] {
+            #expect(throws: FSError.readOnly, "\(name)") { try o.create(parent: dir, parentIsPycache: true, name: bytes(name), now: 0) }
+        }
+        #expect(throws: FSError.readOnly) { try o.create(parent: pkg, parentIsPycache: false, name: bytes("m.pyc"), now: 0) }
+        _ = try o.create(parent: dir, parentIsPycache: true, name: bytes("a.pyc.1"), now: 0)
+        // Only NAME.pyc.N onto NAME.pyc, and never over a member of the archive.
+        #expect(throws: FSError.readOnly) {
+            try o.rename(parent: dir, name: bytes("a.pyc.1"), newParent: dir, newName: bytes("b.pyc"), targetInArchive: false)
+        }
+        #expect(throws: FSError.readOnly) {
+            try o.rename(parent: dir, name: bytes("a.pyc.1"), newParent: dir, newName: bytes("a.pyc"), targetInArchive: true)
+        }
+        try o.unlink(parent: dir, name: bytes("a.pyc.1"))
+        #expect(o.lookup(parent: dir, name: bytes("a.pyc.1")) == nil)
+    }
+
+    @Test("the budget bounds what is held; unlinking a temporary gives it back")
+    func budget() throws {
+        let o = PycacheOverlay(budget: 10, firstInode: 100)
+        let dir = try o.mkdir(parent: pkg, name: bytes("__pycache__"), now: 0)
+        let f = try o.create(parent: dir, parentIsPycache: true, name: bytes("a.pyc.1"), now: 0)
+        let eight = [UInt8](repeating: 7, count: 8)
+        #expect(try eight.withUnsafeBytes { try o.write(f, offset: 0, bytes: $0, now: 0) } == 8)
+        #expect(throws: FSError.noSpace) { try eight.withUnsafeBytes { try o.write(f, offset: 8, bytes: $0, now: 0) } }
+        try o.unlink(parent: dir, name: bytes("a.pyc.1"))
+        #expect(o.statistics.bytes == 0)
+        let g = try o.create(parent: dir, parentIsPycache: true, name: bytes("b.pyc.2"), now: 0)
+        #expect(try eight.withUnsafeBytes { try o.write(g, offset: 0, bytes: $0, now: 0) } == 8)
+    }
+}
