@@ -15,13 +15,14 @@ let package = Package(
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // The FUSE-free core: archive index, tree, cache, zipapp knowledge.
         .target(name: "PyzfsCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // libzip: decompression of any method it supports, and the reference reader.
         .target(name: "PyzfsZip", dependencies: ["PyzfsCore", "CZip"]),
-        // libdeflate: whole-buffer inflate and CRC-32.
-        .target(name: "PyzfsInflate", dependencies: ["PyzfsCore", "CDeflate"]),
+        // libdeflate: whole-buffer inflate and CRC-32; zlib: inflate resumable at checkpoints.
+        .target(name: "PyzfsInflate", dependencies: ["PyzfsCore", "CDeflate", "CZlib"]),
         // libfuse3 low-level API.
         .target(name: "PyzfsFUSE", dependencies: [
             "PyzfsCore", "CFuse3", .product(name: "Logging", package: "swift-log"),

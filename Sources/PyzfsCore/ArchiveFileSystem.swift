@@ -68,14 +68,19 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     private let entryNodes: [Int32]
 
     let logger: Logger
+    /// Resumable inflate for members larger than the cache, when available.
+    let inflater: (any CheckpointInflater)?
+    private var largeIndexes: [Int: LargeMemberIndex] = [:]
     /// Bytecode written by the interpreter, when the mount accepts it (`-o pycache=memory`).
     public let overlay: PycacheOverlay?
 
     /// - Parameter pycacheBudget: bytes of bytecode the mount accepts into `__pycache__`
     ///   directories; nil keeps every directory read-only.
     public init(tree: Tree, reader: MemberReader, cacheBudget: Int, ownership: Ownership,
-                pycacheBudget: Int? = nil, bytecode: BytecodeIndex? = nil, logger: Logger = Logger(label: "pyzfs")) {
+                pycacheBudget: Int? = nil, bytecode: BytecodeIndex? = nil, inflater: (any CheckpointInflater)? = nil,
+                logger: Logger = Logger(label: "pyzfs")) {
         self.logger = logger
+        self.inflater = inflater
         self.overlay = pycacheBudget.map { PycacheOverlay(budget: $0, firstInode: UInt64(tree.nodes.count) + 1) }
         self.tree = tree
         self.reader = reader
@@ -265,6 +270,12 @@ public final class ArchiveFileSystem: @unchecked Sendable {
                 }
                 return body(UnsafeRawBufferPointer(rebasing: buffer.contents[Int(offset)..<Int(offset) + length]))
             }
+            if let large = try largeIndex(index, entry) {
+                guard mayWait || large.isCached(offset: offset, length: length, cache: cache) else { throw FSError.wouldBlock }
+                let pool = prefetcher
+                return try large.read(offset: offset, length: length, cache: cache, inflater: inflater!,
+                                      readAhead: pool.map { p in { job in p.background(job) } }, body)
+            }
             guard mayWait else { throw FSError.wouldBlock }
             return try readStreamed(try locate(index, entry), offset: offset, length: length, body)
         } catch let error as FSError {
@@ -273,6 +284,24 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             throw .member(error)
         } catch {
             throw .member(.corrupt("\(error)"))
+        }
+    }
+
+    /// The checkpoint index of a member too large for the cache, if its method can be indexed
+    /// and its chunks fit a quarter of the cache.
+    private func largeIndex(_ index: Int, _ entry: ZipEntry) throws(MemberError) -> LargeMemberIndex? {
+        guard let inflater, inflater.indexes(method: entry.method),
+              LargeMemberIndex.chunkCapacity(LargeMemberIndex.spacing(for: entry.uncompressedSize)) <= cache.budget / 4
+        else { return nil }
+        if let known = lock.withLock({ largeIndexes[index] }) { return known }
+        let location = try locate(index, entry)
+        let fresh = LargeMemberIndex(member: location)
+        fresh.crc32Continue = reader.checksum
+        fresh.onCorruption = { [weak self] in self?.corrupted(index) }
+        return lock.withLock {
+            if let raced = largeIndexes[index] { return raced }
+            largeIndexes[index] = fresh
+            return fresh
         }
     }
 
@@ -378,8 +407,28 @@ public final class ArchiveFileSystem: @unchecked Sendable {
                 check.failed = .crcMismatch(expected: entry.crc32, actual: check.crc)
             }
             storedChecks[index] = check
-            if let failed = check.failed { throw failed }
         }
+        if let failed = lock.withLock({ storedChecks[index]?.failed }) {
+            corrupted(index)
+            throw failed
+        }
+    }
+
+    /// Called once when a member turns out corrupt after some of its bytes were served, so the
+    /// kernel can drop what it cached (then every later read fails). Set before serving.
+    public var onCorruption: (@Sendable (_ node: Int) -> Void)? {
+        get { lock.withLock { _onCorruption } }
+        set { lock.withLock { _onCorruption = newValue } }
+    }
+    private var _onCorruption: (@Sendable (Int) -> Void)?
+    private var reportedCorrupt: Set<Int> = []
+
+    func corrupted(_ index: Int) {
+        guard let node = node(ofEntry: index) else { return }
+        let handler = lock.withLock { () -> (@Sendable (Int) -> Void)? in
+            reportedCorrupt.insert(index).inserted ? _onCorruption : nil
+        }
+        handler?(node)
     }
 
     private func readStreamed<R>(_ location: MemberLocation, offset: UInt64, length: Int,

@@ -3,18 +3,64 @@ import Glibc
 #endif
 
 /// The decompressed bytes of one member; immutable once loaded, freed when the last reader
-/// and the cache let go of it.
+/// and the cache let go of it. Large buffers are mapped directly, so that evicting them returns
+/// the memory to the system at once (the cache's bound then bounds the process).
 public final class MemberBuffer: @unchecked Sendable {
     // @unchecked: written only by the one loader before it is published, read-only after.
-    public let bytes: UnsafeMutableRawBufferPointer
+    public private(set) var bytes: UnsafeMutableRawBufferPointer
+    public private(set) var count: Int
+    private let mapped: Bool
+    static let mapThreshold = 64 << 10
+    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
-    public let count: Int
-
-    init(count: Int) {
+    /// - Parameter populate: fault every page in at once (the buffer is about to be filled).
+    public init(count: Int, populate: Bool = true) {
         self.count = count
-        bytes = .allocate(byteCount: max(count, 1), alignment: 16)
+        if count >= Self.mapThreshold,
+           let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0),
+           p != MAP_FAILED {
+            bytes = UnsafeMutableRawBufferPointer(start: p, count: count)
+            mapped = true
+        } else {
+            bytes = .allocate(byteCount: max(count, 1), alignment: 16)
+            mapped = false
+        }
     }
-    deinit { bytes.deallocate() }
+
+    /// A buffer holding a copy of `other`.
+    public convenience init(copying other: UnsafeRawBufferPointer) {
+        self.init(count: other.count)
+        if count > 0 { bytes.baseAddress!.copyMemory(from: other.baseAddress!, byteCount: count) }
+    }
+
+    /// Faults in the pages of the first `prefix` bytes in one call (MADV_POPULATE_WRITE, Linux
+    /// 5.14), cheaper than one fault per page as they are written; a no-op elsewhere.
+    public func populate(prefix: Int) {
+        guard mapped, prefix > 0 else { return }
+        let length = min(count, prefix + Self.pageSize - 1) / Self.pageSize * Self.pageSize
+        _ = madvise(bytes.baseAddress, length, 23)  // MADV_POPULATE_WRITE
+    }
+
+    /// Keeps only the first `newCount` bytes and returns the pages after them to the system.
+    /// Only before the buffer is shared.
+    public func shrink(to newCount: Int) {
+        precondition(newCount <= count)
+        if mapped {
+            let keep = (newCount + Self.pageSize - 1) / Self.pageSize * Self.pageSize
+            let mappedEnd = (count + Self.pageSize - 1) / Self.pageSize * Self.pageSize
+            if keep < mappedEnd { munmap(bytes.baseAddress! + keep, mappedEnd - keep) }
+        }
+        bytes = UnsafeMutableRawBufferPointer(start: bytes.baseAddress, count: newCount)
+        count = newCount
+    }
+
+    deinit {
+        if mapped {
+            if count > 0 { munmap(bytes.baseAddress, count) }
+        } else {
+            bytes.deallocate()
+        }
+    }
 
     /// The loaded bytes.
     public var contents: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[0..<count]) }
@@ -130,6 +176,23 @@ public final class MemberCache: @unchecked Sendable {
         lock.broadcast()
         lock.unlock()
         return buffer
+    }
+
+    /// Puts bytes that were produced elsewhere under `key` (making room as `buffer(for:)` does).
+    /// Returns false, keeping nothing, when they are larger than the budget.
+    @discardableResult
+    public func store(_ key: Int, _ buffer: MemberBuffer) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard buffer.count <= budget, buffers[key] == nil, !loading.contains(key) else { return false }
+        while reserved + buffer.count > budget, let victim = tail { evict(victim) }
+        guard reserved + buffer.count <= budget else { return false }
+        reserved += buffer.count
+        buffers[key] = buffer
+        sizes[key] = buffer.count
+        insertAtHead(key)
+        lock.broadcast()
+        return true
     }
 
     /// Whether member `key` is held now (loaded, not loading).

@@ -28,6 +28,18 @@ public enum MemoryLimits {
     }
 }
 
+extension MemoryLimits {
+    /// Makes glibc map every allocation of 128 KiB or more on its own, so freed scratch buffers go
+    /// back to the system at once (its default threshold grows with use, and freed blocks then
+    /// stay in the heap). Looked up at run time: Swift's Glibc module does not export mallopt.
+    public static func returnLargeAllocationsToTheSystem() {
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+        let mallopt = unsafeBitCast(sym, to: Mallopt.self)
+        _ = mallopt(-3, 128 << 10)  // M_MMAP_THRESHOLD (malloc.h)
+    }
+}
+
 /// The contents of a small text file (procfs, sysfs), or nil.
 public func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)

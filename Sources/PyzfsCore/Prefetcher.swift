@@ -156,6 +156,9 @@ public final class Prefetcher: @unchecked Sendable {
     }
 
     func shutdown() { pool.shutdown() }
+
+    /// Runs `job` on a prefetch thread (read-ahead of large members).
+    func background(_ job: @escaping @Sendable () -> Void) { pool.submit(job) }
 }
 
 extension String {

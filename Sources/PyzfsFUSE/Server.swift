@@ -154,8 +154,20 @@ public final class Server {
     /// - Returns: 0, or libfuse's error from the loop.
     public func run(onReady: (@Sendable () -> Void)? = nil) -> Int32 {
         context.onReady = onReady
+        MemoryLimits.returnLargeAllocationsToTheSystem()
         let configuration = context.configuration
         if !configuration.multithreaded { context.operations.startWorkers(threads: configuration.workerThreads) }
+        // A member found corrupt after some of its pages were served: drop them from the page
+        // cache, so that later reads reach the server and fail. Sent from another thread: a
+        // notification must not be sent from the path of a request it concerns.
+        let notifier = WorkerPool(name: "notify", count: 1)
+        let sessionAddress = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(session)))
+        context.operations.fs.onCorruption = { node in
+            notifier.submit {
+                let se = OpaquePointer(bitPattern: sessionAddress)
+                _ = fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(ArchiveFileSystem.inode(of: node)), 0, 0)
+            }
+        }
         context.operations.fs.startPrefetching(threads: configuration.prefetchThreads)
         if fuse_set_signal_handlers(session) != 0 { return -1 }
         let result: Int32
@@ -169,6 +181,8 @@ public final class Server {
             result = fuse_session_loop(session)
         }
         fuse_remove_signal_handlers(session)
+        context.operations.fs.onCorruption = nil
+        notifier.shutdown()
         if mounted {
             fuse_session_unmount(session)
             mounted = false

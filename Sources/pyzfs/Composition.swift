@@ -62,7 +62,8 @@ func openArchive(_ path: String, options: MountOptions) throws(Failure) -> Opene
     let filesystem = ArchiveFileSystem(
         tree: tree, reader: reader, cacheBudget: Int(clamping: budget),
         ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()),
-        pycacheBudget: pycache ? Int(clamping: options.pycacheSize) : nil, bytecode: bytecode, logger: log)
+        pycacheBudget: pycache ? Int(clamping: options.pycacheSize) : nil, bytecode: bytecode,
+        inflater: ZlibCheckpointInflater(source: file), logger: log)
     return OpenedArchive(path: absolute, file: file, index: index, filesystem: filesystem)
 }
 
