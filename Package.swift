@@ -5,6 +5,9 @@ let package = Package(
     name: "pyzfs",
     products: [
         .executable(name: "pyzfs", targets: ["pyzfs"]),
+        // For the fuzzing package in Tests/Fuzz; not a supported API.
+        .library(name: "PyzfsCore", targets: ["PyzfsCore"]),
+        .library(name: "PyzfsZip", targets: ["PyzfsZip"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
