@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries, each reached from exactly one Swift module.
@@ -19,6 +20,8 @@ let package = Package(
         .systemLibrary(name: "CZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Linux calls Swift's Glibc module lacks (namespaces, SCM_RIGHTS, prctl), for the launcher.
+        .target(name: "CLinux"),
 
         // The FUSE-free core: archive index, tree, cache, zipapp knowledge.
         .target(name: "PyzfsCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
@@ -31,7 +34,8 @@ let package = Package(
             "PyzfsCore", "CFuse3", .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "pyzfs", dependencies: [
-            "PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE",
+            "PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "CLinux",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -37,6 +37,10 @@ public struct ServerConfiguration: Sendable {
     public var prefetchThreads = max(1, WorkerPool.processors - 1)
     /// Ask the kernel for open-less files and directories when it offers them.
     public var zeroMessageOpens = false
+    /// SIGINT, SIGTERM and SIGHUP end the loop and unmount (pyzfs mount). When false (the server
+    /// of pyzfs run) they are ignored: the server ends when the app's mount namespace does, so
+    /// a signal cannot pull files from under a running app.
+    public var exitOnSignals = true
     public init() {}
 }
 
@@ -105,6 +109,8 @@ public final class Server {
     let session: OpaquePointer
     public let mountpoint: String
     private var mounted = false
+    /// The /dev/fuse descriptor came from elsewhere (another process mounted): nothing to unmount.
+    private var adopted = false
 
     /// Creates the session (nothing is mounted yet).
     /// - Throws: `.badOptions` when libfuse rejects an option.
@@ -136,7 +142,7 @@ public final class Server {
     }
 
     deinit {
-        if mounted { fuse_session_unmount(session) }
+        if mounted && !adopted { fuse_session_unmount(session) }
         fuse_session_destroy(session)
     }
 
@@ -147,6 +153,16 @@ public final class Server {
             throw .mountFailed(LibfuseLog.shared.last() ?? "mount failed")
         }
         mounted = true
+    }
+
+    /// Serves a mount another process made, through its /dev/fuse descriptor `fd` (libfuse
+    /// takes `/dev/fd/N` as an open connection). The mount ends when its namespace does.
+    public func adopt(descriptor fd: Int32) throws(MountError) {
+        guard fuse_session_mount(session, "/dev/fd/\(fd)") == 0 else {
+            throw .mountFailed(LibfuseLog.shared.last() ?? "cannot use the FUSE descriptor")
+        }
+        mounted = true
+        adopted = true
     }
 
     /// Serves requests until the mount goes away or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
@@ -169,7 +185,11 @@ public final class Server {
             }
         }
         context.operations.fs.startPrefetching(threads: configuration.prefetchThreads)
-        if fuse_set_signal_handlers(session) != 0 { return -1 }
+        if configuration.exitOnSignals {
+            if fuse_set_signal_handlers(session) != 0 { return -1 }
+        } else {
+            for sig in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { signal(sig, SIG_IGN) }
+        }
         let result: Int32
         if context.configuration.multithreaded {
             let config = fuse_loop_cfg_create()
@@ -180,14 +200,34 @@ public final class Server {
         } else {
             result = fuse_session_loop(session)
         }
-        fuse_remove_signal_handlers(session)
+        if configuration.exitOnSignals { fuse_remove_signal_handlers(session) }
         context.operations.fs.onCorruption = nil
         notifier.shutdown()
-        if mounted {
+        if mounted && !adopted {
             fuse_session_unmount(session)
-            mounted = false
         }
+        mounted = false
         return result
+    }
+
+    /// Ends the loop once `fd` reads end-of-file (its writers are gone): unmounts lazily from a
+    /// watcher thread, which makes the kernel end the connection.
+    public func unmountWhenClosed(_ fd: Int32) {
+        let target = mountpoint
+        let watcher = WorkerPool(name: "lifetime", count: 1)
+        watcher.submit {
+            var byte: UInt8 = 0
+            while Glibc.read(fd, &byte, 1) != 0 && (errno == EINTR || errno == 0) {}
+            if umount2(target, Int32(MNT_DETACH)) != 0 {
+                var pid: pid_t = 0
+                var argv: [UnsafeMutablePointer<CChar>?] = [strdup("fusermount3"), strdup("-u"), strdup("-z"), strdup(target), nil]
+                defer { argv.forEach { free($0) } }
+                if posix_spawnp(&pid, "fusermount3", nil, nil, &argv, environ) == 0 {
+                    var status: Int32 = 0
+                    waitpid(pid, &status, 0)
+                }
+            }
+        }
     }
 
     /// The /dev/fuse descriptor of the session (to keep it out of exec'd children).

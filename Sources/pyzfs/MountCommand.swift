@@ -151,15 +151,7 @@ struct Mounter {
         if pid < 0 { fail(Failure(Exit.software, "cannot fork: \(errnoText(errno))"), mountpoint: mountpoint) }
         if pid == 0 {
             close(fds[0])
-            closeDescriptors(except: [fds[1], server.fd, logFD, archiveFD])
-            setsid()
-            _ = chdir("/")
-            let devnull = open("/dev/null", O_RDWR)
-            if devnull >= 0 {
-                dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2)
-                if devnull > 2 { close(devnull) }
-            }
-            LogSink.shared.set(logFD >= 0 ? .file(logFD) : .syslog)
+            detachFromCaller(keeping: [fds[1], server.fd, archiveFD], logFD: logFD)
             log.info("\(summary)")
             let ready = fds[1]
             let rc = server.run(onReady: {

@@ -67,13 +67,7 @@ public func run(_ argv: [String], environment: [String: String]? = nil, cwd: Str
     posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-    _ = SpawnExtensions.closeFrom?(&actions, 3)
-    if let cwd { _ = SpawnExtensions.chdir?(&actions, cwd) }
-    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, &cEnv)
+    let (pid, rc) = spawnProcess(argv, environment: env, cwd: cwd, actions: &actions)
     close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
     if rc != 0 {
         close(inPipe[1]); close(outPipe[0]); close(errPipe[0])
@@ -204,4 +198,112 @@ public func unmountAndRemove(_ mountpoint: String) {
         }
     }
     rmdir(mountpoint)
+}
+
+/// A program started in the background, its output going to files.
+public final class Spawned: @unchecked Sendable {
+    public let pid: pid_t
+    let directory: String
+    private var status: Int32?
+
+    init(pid: pid_t, directory: String) {
+        self.pid = pid
+        self.directory = directory
+    }
+
+    public var stdout: String { (try? String(contentsOfFile: directory + "/out", encoding: .utf8)) ?? "" }
+    public var stderr: String { (try? String(contentsOfFile: directory + "/err", encoding: .utf8)) ?? "" }
+
+    /// Waits for the exit (killing it after `timeout`); the exit code, or 128 + the signal.
+    @discardableResult
+    public func wait(timeout: Double = 60) -> Int32 {
+        if let status { return status }
+        let deadline = Date().addingTimeInterval(timeout)
+        var raw: Int32 = 0
+        while true {
+            let r = waitpid(pid, &raw, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { raw = 0; break }
+            if Date() > deadline { kill(pid, SIGKILL) }
+            usleep(10_000)
+        }
+        let code: Int32 = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        status = code
+        return code
+    }
+
+    deinit {
+        if status == nil { kill(pid, SIGKILL); _ = wait(timeout: 5) }
+        removeTree(directory)
+    }
+}
+
+/// Starts `argv` in the background with stdin from /dev/null and every other descriptor closed.
+public func spawn(_ argv: [String], environment: [String: String]? = nil, cwd: String? = nil) -> Spawned {
+    let directory = makeTemporaryDirectory("spawn")
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment ?? [:] { env[k] = v }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, directory + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, directory + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let (pid, rc) = spawnProcess(argv, environment: env, cwd: cwd, actions: &actions)
+    precondition(rc == 0, "cannot spawn \(argv[0]): \(rc)")
+    return Spawned(pid: pid, directory: directory)
+}
+
+/// Waits until `condition` holds (polling every 10 ms), up to `timeout` seconds.
+@discardableResult
+public func eventually(timeout: Double = 20, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}
+
+/// The pids of processes whose command line contains `needle`.
+public func processes(matching needle: String) -> [pid_t] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { name -> pid_t? in
+        guard let pid = pid_t(name), pid != getpid(),
+              let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return nil }
+        let cmd = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        return cmd.contains(needle) ? pid : nil
+    }
+}
+
+/// Spawn attributes that give the child no blocked signals and default dispositions: the test
+/// runner's threads block or ignore some, and a child would inherit that (and ignore SIGTERM).
+func cleanSignalAttributes() -> posix_spawnattr_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    var none = sigset_t()
+    sigemptyset(&none)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    var all = sigset_t()
+    sigfillset(&all)
+    sigdelset(&all, SIGKILL)
+    sigdelset(&all, SIGSTOP)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    return attributes
+}
+
+/// posix_spawnp with every descriptor above 2 closed, `cwd`, and clean signal state.
+func spawnProcess(_ argv: [String], environment env: [String: String], cwd: String?,
+                  actions: inout posix_spawn_file_actions_t) -> (pid_t, Int32) {
+    _ = SpawnExtensions.closeFrom?(&actions, 3)
+    if let cwd { _ = SpawnExtensions.chdir?(&actions, cwd) }
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    var cEnv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+    var pid: pid_t = 0
+    var attributes = cleanSignalAttributes()
+    defer { posix_spawnattr_destroy(&attributes) }
+    let rc = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, &cEnv)
+    return (pid, rc)
 }

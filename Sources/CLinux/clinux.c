@@ -1,0 +1,75 @@
+// Linux and glibc calls that Swift's Glibc module does not export: GNU extensions (they need
+// _GNU_SOURCE, which this file alone defines) and variadic functions.
+#define _GNU_SOURCE 1
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clinux.h"
+
+/// unshare(2) of a new mount namespace, with a user namespace first when `user` is set.
+int pyzfs_unshare_mount_namespace(int user) {
+    return unshare(CLONE_NEWNS | (user ? CLONE_NEWUSER : 0));
+}
+
+/// Makes every mount of this namespace private, so nothing mounted here propagates out.
+int pyzfs_make_mounts_private(void) {
+    return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+}
+
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to this process.
+int pyzfs_set_child_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
+/// prctl(PR_SET_PDEATHSIG): `signal` when the parent exits.
+int pyzfs_set_parent_death_signal(int signal) {
+    return prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0);
+}
+
+/// Sends descriptor `fd` over the Unix socket `socket` (SCM_RIGHTS).
+int pyzfs_send_descriptor(int socket, int fd) {
+    char byte = 'F';
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { struct cmsghdr align; char buffer[CMSG_SPACE(sizeof(int))]; } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer,
+                          .msg_controllen = sizeof control.buffer };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do { n = sendmsg(socket, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -1;
+}
+
+/// Receives a descriptor sent with pyzfs_send_descriptor; -1 on end of file or error.
+int pyzfs_receive_descriptor(int socket) {
+    char byte;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { struct cmsghdr align; char buffer[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer,
+                          .msg_controllen = sizeof control.buffer };
+    ssize_t n;
+    do { n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n != 1) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+/// The signal and sender kind of a siginfo_t: si_code <= 0 means sent by a process (kill),
+/// > 0 by the kernel (a terminal's Ctrl-C, a child's exit).
+int pyzfs_siginfo_from_process(const siginfo_t *info) { return info->si_code <= 0; }

@@ -1,0 +1,22 @@
+#ifndef PYZFS_CLINUX_H
+#define PYZFS_CLINUX_H
+// Linux calls that Swift's Glibc module does not export (GNU extensions, variadic prctl), for
+// the pyzfs command's launcher. Each can go when Swift's Glibc module exports it.
+#include <signal.h>
+
+/// unshare(2) of a new mount namespace, with a user namespace first when `user` is set.
+int pyzfs_unshare_mount_namespace(int user);
+/// Makes every mount of this namespace private, so nothing mounted here propagates out.
+int pyzfs_make_mounts_private(void);
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to this process.
+int pyzfs_set_child_subreaper(void);
+/// prctl(PR_SET_PDEATHSIG): `signal` when the parent exits.
+int pyzfs_set_parent_death_signal(int signal);
+/// Sends descriptor `fd` over the Unix socket `socket` (SCM_RIGHTS); 0 on success.
+int pyzfs_send_descriptor(int socket, int fd);
+/// Receives a descriptor sent with pyzfs_send_descriptor; -1 on end of file or error.
+int pyzfs_receive_descriptor(int socket);
+/// Whether a signal was sent by a process (kill: si_code <= 0) rather than the kernel
+/// (a terminal's Ctrl-C, a child's exit).
+int pyzfs_siginfo_from_process(const siginfo_t *info);
+#endif

@@ -1,0 +1,116 @@
+import ArgumentParser
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct CacheCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache",
+        abstract: "Manage the extraction cache of pyzfs run --fallback=extract.",
+        subcommands: [List.self, Clean.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List cached apps: key, size, last use, archive.")
+        func run() throws {
+            let (root, _) = try ExtractionCache.root()
+            print("cache: \(root)")
+            for e in entries(root) {
+                print("\(e.key)\t\(formatSize(e.bytes))\t\(e.lastUse)\t\(e.archive)\(e.inUse ? "\t(in use)" : "")")
+            }
+        }
+    }
+
+    struct Clean: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove cached apps not in use.")
+        @Option(help: "Only those unused for this many days.")
+        var olderThan: Int?
+        func run() throws {
+            let (root, _) = try ExtractionCache.root()
+            let now = time(nil)
+            var removed = 0
+            for e in entries(root) where !e.inUse {
+                if let days = olderThan, now - e.mtime < days * 86400 { continue }
+                let lock = open(root + "/" + e.key + ".lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+                guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else { if lock >= 0 { close(lock) }; continue }
+                _ = runProgram(["rm", "-rf", "--one-file-system", root + "/" + e.key])
+                unlink(root + "/" + e.key + ".manifest")
+                unlink(root + "/" + e.key + ".lock")
+                close(lock)
+                removed += 1
+            }
+            print("removed \(removed) cached app\(removed == 1 ? "" : "s") from \(root)")
+        }
+    }
+
+    struct Entry {
+        let key: String
+        let archive: String
+        let bytes: UInt64
+        let mtime: Int
+        let lastUse: String
+        let inUse: Bool
+    }
+
+    static func entries(_ root: String) -> [Entry] {
+        var out: [Entry] = []
+        guard let dir = opendir(root) else { return out }
+        defer { closedir(dir) }
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw -> String in
+                let b = raw.bindMemory(to: UInt8.self)
+                return String(decoding: b[0..<(b.firstIndex(of: 0) ?? b.count)], as: UTF8.self)
+            }
+            guard name.hasSuffix(".manifest") else { continue }
+            let key = String(name.dropLast(".manifest".count))
+            let manifest = readSmallFile(root + "/" + name) ?? ""
+            let archive = manifest.split(separator: "\n").first { $0.hasPrefix("archive ") }.map { String($0.dropFirst(8)) } ?? "?"
+            var st = stat()
+            guard stat(root + "/" + key, &st) == 0 else { continue }
+            let du = runCapture(["du", "-sk", root + "/" + key]).split(separator: "\t").first.flatMap { UInt64($0) } ?? 0
+            var lockBusy = false
+            let lock = open(root + "/" + key + ".lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            if lock >= 0 {
+                lockBusy = flock(lock, LOCK_EX | LOCK_NB) != 0
+                close(lock)
+            }
+            var t = st.st_mtim.tv_sec
+            var tm = Glibc.tm()
+            localtime_r(&t, &tm)
+            var buffer = [CChar](repeating: 0, count: 32)
+            let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M", &tm)
+            out.append(Entry(key: key, archive: archive, bytes: du * 1024, mtime: Int(t),
+                             lastUse: String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), inUse: lockBusy))
+        }
+        return out.sorted { $0.mtime > $1.mtime }
+    }
+}
+
+/// Runs a program and returns its standard output (empty on failure).
+func runCapture(_ argv: [String]) -> String {
+    var fds: [Int32] = [-1, -1]
+    guard pipe(&fds) == 0 else { return "" }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+    posix_spawn_file_actions_addclose(&actions, fds[0])
+    var pid: pid_t = 0
+    var cArgs = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, environ)
+    close(fds[1])
+    var out: [UInt8] = []
+    if rc == 0 {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fds[0], $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            out += chunk[0..<n]
+        }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+    close(fds[0])
+    return String(decoding: out, as: UTF8.self)
+}

@@ -1,0 +1,253 @@
+import Crypto
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where FUSE cannot be had, `pyzfs run --fallback=extract` runs the app from a copy extracted
+/// once into a content-addressed cache.
+///
+/// - Key: SHA-256 of the central directory (every name, size, CRC and offset) and the archive's
+///   size: known without reading the archive. Each entry records the SHA-256 of the whole
+///   archive and the file identities (device, inode, size, mtime) already checked against it,
+///   so a later start of the same file reads nothing more, and another file with the same
+///   directory is hashed once before its entry is trusted (CRC-32s are easy to forge).
+/// - Concurrency: an entry is extracted under an exclusive lock into a temporary directory and
+///   renamed into place; a running app holds a shared lock, which `pyzfs cache clean` respects.
+/// - Safety: only the tree's normalised names are created (no `..`, no `/`, no absolute
+///   names, no links out of the tree), each relative to its parent directory's descriptor with
+///   O_NOFOLLOW, so nothing is written outside the entry whatever the member names.
+enum ExtractionCache {
+    /// The cache directory, and a note when it is not the first choice.
+    static func root() throws(Failure) -> (path: String, note: String?) {
+        let uid = getuid()
+        var candidates: [(String, String)] = []
+        if let x = readEnvironment("XDG_CACHE_HOME"), !x.isEmpty {
+            candidates.append((x + "/pyzfs", "$XDG_CACHE_HOME"))
+        } else if let home = readEnvironment("HOME"), !home.isEmpty {
+            candidates.append((home + "/.cache/pyzfs", "$HOME/.cache"))
+        }
+        if let r = readEnvironment("XDG_RUNTIME_DIR"), !r.isEmpty { candidates.append((r + "/pyzfs", "$XDG_RUNTIME_DIR")) }
+        candidates.append(("/tmp/pyzfs-\(uid)", "/tmp"))
+        var skipped: [String] = []
+        for (path, what) in candidates {
+            if makePrivateDirectory(path) { return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)") }
+            skipped.append("\(what) is not writable (\(errnoText(errno)))")
+        }
+        throw Failure(Exit.runFailed, "no cache directory can be written: \(skipped.joined(separator: ", "))")
+    }
+
+    /// Creates `path` (and its parents) as this user's, mode 0700; refuses one owned by someone
+    /// else or a symlink (in /tmp, another user could have made it first).
+    static func makePrivateDirectory(_ path: String) -> Bool {
+        var built = ""
+        for part in path.split(separator: "/") {
+            built += "/" + part
+            if mkdir(built, 0o700) != 0 && errno != EEXIST { return false }
+        }
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { errno = ENOTDIR; return false }
+        guard st.st_uid == getuid() else { errno = EPERM; return false }
+        return access(path, W_OK | X_OK) == 0
+    }
+
+    /// The entry key of an archive: SHA-256 of its central directory and size.
+    static func key(of opened: OpenedArchive) -> String {
+        var hasher = SHA256()
+        let index = opened.index
+        if let directory = try? opened.file.readExactly(Int(index.centralDirectorySize), at: index.centralDirectoryOffset) {
+            hasher.update(data: directory)
+        }
+        withUnsafeBytes(of: opened.file.size.littleEndian) { hasher.update(bufferPointer: $0) }
+        return hex(hasher.finalize()).prefix(40).description
+    }
+
+    /// SHA-256 of the whole archive file.
+    static func fullHash(of file: ArchiveFile) throws(Failure) -> String {
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset: UInt64 = 0
+        while offset < file.size {
+            let n: Int
+            do { n = try withMutableBytes(&buffer) { (p) throws(ArchiveError) -> Int in try file.read(into: p, at: offset) } } catch {
+                throw Failure(Exit.runFailed, "\(error)")
+            }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            offset += UInt64(n)
+        }
+        return hex(hasher.finalize())
+    }
+
+    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
+        digest.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
+    }
+
+    static func identity(of file: ArchiveFile) -> String {
+        "\(file.device):\(file.inode):\(file.size):\(file.modificationTime)"
+    }
+
+    /// A directory holding the extracted app, extracting it first if need be. The returned
+    /// directory's shared lock is held by this process (and the app it becomes).
+    static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
+        let (root, note) = try root()
+        if let note { log.warning("\(note)") }
+        var key = key(of: opened)
+        for _ in 0..<2 {
+            let entry = root + "/" + key
+            let lockFD = open(entry + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard lockFD >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(entry).lock: \(errnoText(errno))") }
+            flock(lockFD, LOCK_EX)
+            let result = try ensureExtracted(opened, entry: entry)
+            switch result {
+            case .ready:
+                // Keep a shared lock for the app's life (the descriptor survives exec).
+                flock(lockFD, LOCK_SH)
+                _ = fcntl(lockFD, F_SETFD, 0)
+                utimes(entry, nil)
+                return entry
+            case let .collision(fullHash):
+                flock(lockFD, LOCK_UN)
+                close(lockFD)
+                key = fullHash  // same directory, other bytes: keyed by the whole file instead
+            }
+        }
+        throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path)")
+    }
+
+    enum Outcome { case ready, collision(String) }
+
+    /// With the entry's lock held: checks an existing entry or extracts a new one.
+    static func ensureExtracted(_ opened: OpenedArchive, entry: String) throws(Failure) -> Outcome {
+        let manifest = entry + ".manifest"
+        var st = stat()
+        if lstat(entry, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, let text = readSmallFile(manifest) {
+            let lines = text.split(separator: "\n").map(String.init)
+            let identity = identity(of: opened.file)
+            if lines.dropFirst(2).contains(identity) { return .ready }
+            let full = try fullHash(of: opened.file)
+            guard lines.first == "sha256 " + full else { return .collision(full) }
+            _ = appendFile(manifest, identity + "\n")
+            return .ready
+        }
+        // A new entry: extract beside it, then rename into place.
+        let full = try fullHash(of: opened.file)
+        let temporary = entry + ".tmp-\(getpid())"
+        run(["rm", "-rf", "--one-file-system", temporary])
+        try extract(opened, into: temporary)
+        let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
+        guard writeNewFile(manifest, text), rename(temporary, entry) == 0 else {
+            throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno))")
+        }
+        return .ready
+    }
+
+    /// Extracts every node of the tree into `directory` (which must not exist).
+    static func extract(_ opened: OpenedArchive, into directory: String) throws(Failure) {
+        let fs = opened.filesystem
+        let tree = fs.tree
+        guard mkdir(directory, 0o700) == 0 else { throw Failure(Exit.runFailed, "cannot create \(directory): \(errnoText(errno))") }
+        var fds = [Int32](repeating: -1, count: tree.nodes.count)
+        fds[Tree.root] = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        defer { for fd in fds where fd >= 0 { close(fd) } }
+        let total = tree.nodes.reduce(UInt64(0)) { $0 + ($1.kind == .file ? tree.index.entries[Int($1.entry)].uncompressedSize : 0) }
+        let progress = Progress(total: total, label: "extracting \(opened.path)")
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        // Nodes come after their parents (each is created when its path is first seen).
+        for i in 1..<tree.nodes.count where !tree.nodes[i].isHidden {
+            let node = tree.nodes[i]
+            let parent = fds[Int(node.parent)]
+            guard parent >= 0 else { continue }
+            let name = Array(tree.name(of: i)) + [0]
+            let path = tree.path(of: i)
+            let attributes = fs.attributes(of: i)
+            switch node.kind {
+            case .directory:
+                guard mkdirat(parent, name.map { CChar(bitPattern: $0) }, 0o700) == 0 || errno == EEXIST else {
+                    throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))")
+                }
+                fds[i] = openat(parent, name.map { CChar(bitPattern: $0) }, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            case .symlink:
+                let target = (tree.symlinkTargets[UInt32(i)] ?? []) + [0]
+                guard symlinkat(target.map { CChar(bitPattern: $0) }, parent, name.map { CChar(bitPattern: $0) }) == 0 else {
+                    throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))")
+                }
+            case .file:
+                let fd = openat(parent, name.map { CChar(bitPattern: $0) }, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))") }
+                defer { close(fd) }
+                var offset: UInt64 = 0
+                while offset < attributes.size {
+                    let n: Int
+                    do {
+                        n = try fs.read(i, offset: offset, count: buffer.count) { bytes -> Int in
+                            buffer.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+                            return bytes.count
+                        }
+                    } catch {
+                        throw Failure(Exit.runFailed, "cannot extract \(path): \(error)")
+                    }
+                    guard n > 0, buffer.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, n) }) == n else {
+                        throw Failure(Exit.runFailed, "cannot write \(path): \(errnoText(errno))")
+                    }
+                    offset += UInt64(n)
+                    progress.advance(UInt64(n))
+                }
+                fchmod(fd, mode_t(attributes.mode & 0o777))
+                var times = [timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0), timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0)]
+                futimens(fd, &times)
+            }
+        }
+        // Directory modes and times last (a read-only directory would refuse its own contents).
+        for i in 0..<tree.nodes.count where tree.nodes[i].kind == .directory && fds[i] >= 0 {
+            let a = fs.attributes(of: i)
+            fchmod(fds[i], mode_t(i == Tree.root ? 0o700 : a.mode & 0o777))
+        }
+        progress.finish()
+    }
+
+    static func writeNewFile(_ path: String, _ text: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
+    }
+
+    static func appendFile(_ path: String, _ text: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
+    }
+
+    static func run(_ argv: [String]) { _ = runProgram(argv) }
+}
+
+/// Progress on a terminal for long work (nothing when stderr is not a terminal or the work is small).
+final class Progress {
+    let total: UInt64
+    let label: String
+    private var done: UInt64 = 0
+    private var shown = -1
+    private let enabled: Bool
+
+    init(total: UInt64, label: String) {
+        self.total = total
+        self.label = label
+        enabled = isatty(2) != 0 && total >= 64 << 20
+    }
+
+    func advance(_ n: UInt64) {
+        guard enabled else { return }
+        done += n
+        let percent = Int(done * 100 / max(total, 1))
+        if percent != shown {
+            shown = percent
+            writeAll(2, "\rpyzfs: \(label): \(percent)% (\(formatSize(done)) of \(formatSize(total)))")
+        }
+    }
+
+    func finish() { if enabled && shown >= 0 { writeAll(2, "\n") } }
+}

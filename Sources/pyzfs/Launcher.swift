@@ -1,0 +1,390 @@
+import CLinux
+import Logging
+import PyzfsCore
+import PyzfsFUSE
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `pyzfs run`: mount, start the app on the mount, end the mount with the app.
+///
+/// Default, in a private mount namespace (the AppImage model): a server process is forked
+/// first (it stays outside the namespace), then this process unshares a mount namespace, makes
+/// its mounts private, mounts /dev/fuse with mount(2), hands the descriptor to the server over a
+/// socket, waits for the kernel's INIT to be answered and `exec`s the interpreter, so pid,
+/// signals and exit status are the app's own. When the last process in the namespace exits the
+/// mount goes with it, the server's /dev/fuse reads end, and the server removes the directory.
+/// With `--no-namespace`, or as PID 1, this process stays as the app's parent instead.
+struct Launcher {
+    let archive: String
+    let python: String?
+    let useNamespace: Bool
+    let fallbackToExtract: Bool
+    let optionGroups: [String]
+    let arguments: [String]
+
+    func launch() -> Never {
+        do {
+            try launchOrThrow()
+        } catch {
+            writeAll(2, "pyzfs: \(error.message)\n")
+            exit(error.code)
+        }
+    }
+
+    private func launchOrThrow() throws(Failure) -> Never {
+        let options: MountOptions
+        do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.runFailed, "\(error)") }
+        let opened: OpenedArchive
+        do { opened = try openArchive(archive, options: options) } catch { throw Failure(Exit.runFailed, error.message) }
+        let interpreter = try Interpreter.resolve(python: python, opened: opened)
+
+        var refusal: MountRefusal? = nil
+        if useNamespace {
+            do { try launchInNamespace(opened, options: options, interpreter: interpreter) } catch let r { refusal = r }
+        }
+        // Without a namespace (asked for, or none could be made): the caller's namespace.
+        if !useNamespace || refusal?.allowsPlainMount == true {
+            do { try launchWithoutNamespace(opened, options: options, interpreter: interpreter) } catch let r {
+                if refusal == nil || refusal?.isNamespaceOnly == true { refusal = r }
+            }
+        }
+        let reason = refusal ?? .failed("no mount could be made")
+        if fallbackToExtract {
+            log.warning("\(reason.explanation); running from an extracted copy instead (--fallback=extract)")
+            try runExtracted(opened, interpreter: interpreter)
+        }
+        throw Failure(Exit.runFailed, "cannot mount \(opened.path): \(reason.explanation); \(reason.fix), or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
+    }
+
+    // MARK: namespace mode
+
+    private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter) throws(MountRefusal) {
+        let mountpoint = try makeMountDirectory()
+        var channel: [Int32] = [-1, -1]
+        var ready: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0,
+              makePipe(&ready) else {
+            rmdir(mountpoint)
+            throw .failed("cannot create a socket: \(errnoText(errno))")
+        }
+        // The server: forked twice, so that it is not the app's child, and before unshare(2),
+        // so that it stays outside the namespace whose death ends the mount.
+        let first = fork()
+        if first == 0 {
+            if fork() != 0 { _exit(0) }
+            close(channel[0])
+            close(ready[0])
+            serveAdopted(opened, options: options, mountpoint: mountpoint, channel: channel[1], ready: ready[1])
+        }
+        var status: Int32 = 0
+        waitpid(first, &status, 0)
+        close(channel[1])
+        close(ready[1])
+        func abandon(_ r: MountRefusal) -> MountRefusal {
+            close(channel[0])  // the server sees end-of-file and exits
+            close(ready[0])
+            rmdir(mountpoint)
+            return r
+        }
+
+        let root = geteuid() == 0
+        let uid = getuid(), gid = getgid()
+        if pyzfs_unshare_mount_namespace(root ? 0 : 1) != 0 {
+            throw abandon(.namespaceDenied(errno))
+        }
+        if !root {
+            // Map this user to itself in the new user namespace.
+            _ = writeFile("/proc/self/setgroups", "deny")
+            guard writeFile("/proc/self/uid_map", "\(uid) \(uid) 1\n"), writeFile("/proc/self/gid_map", "\(gid) \(gid) 1\n") else {
+                throw abandon(.namespaceDenied(EPERM))
+            }
+        }
+        // On systemd hosts / is shared: without this the mount would propagate to the host.
+        if pyzfs_make_mounts_private() != 0 { throw abandon(.namespaceDenied(errno)) }
+        let fd: Int32
+        do {
+            fd = try KernelMount.mount(source: opened.path, on: mountpoint, readOnly: !opened.acceptsBytecode,
+                                       uid: opened.filesystem.ownership.uid, gid: opened.filesystem.ownership.gid,
+                                       allowOther: false)
+        } catch {
+            throw abandon(MountRefusal(error))
+        }
+        let sent = pyzfs_send_descriptor(channel[0], fd) == 0
+        close(fd)
+        close(channel[0])
+        guard sent, waitForReady(ready[0]) else {
+            close(ready[0])
+            throw .failed("the server exited before the mount was ready")
+        }
+        close(ready[0])
+        startApp(interpreter, opened: opened, mountpoint: mountpoint, supervise: getpid() == 1, waitForAll: false)
+    }
+
+    /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
+    /// namespace is gone, then removes the mount directory.
+    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, mountpoint: String,
+                              channel: Int32, ready: Int32) -> Never {
+        detach(keeping: [channel, ready, opened.file.fd], options: options)
+        let fd = pyzfs_receive_descriptor(channel)
+        close(channel)
+        if fd < 0 { _exit(0) }  // the launcher could not mount; it reports why
+        let server: Server
+        do {
+            server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
+                                mountpoint: mountpoint, configuration: serverConfiguration(opened, options: options))
+            try server.adopt(descriptor: fd)
+        } catch {
+            log.error("cannot serve \(mountpoint): \(error)")
+            _exit(1)
+        }
+        log.info("serving \(opened.path) for pyzfs run on \(mountpoint)")
+        _ = server.run(onReady: { signalReady(ready) })
+        rmdir(mountpoint)
+        log.info("the app has exited; removed \(mountpoint)")
+        _exit(0)
+    }
+
+    // MARK: the caller's namespace
+
+    private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter) throws(MountRefusal) {
+        if access("/dev/fuse", F_OK) != 0 { throw .noDevice }
+        if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
+            throw .noFusermount
+        }
+        let mountpoint = try makeMountDirectory()
+        let server: Server
+        do {
+            var configuration = serverConfiguration(opened, options: options)
+            var fuseOptions = [opened.acceptsBytecode ? "rw" : "ro", "nosuid", "nodev", "default_permissions",
+                               "fsname=" + escapeOption(opened.path), "subtype=pyzfs"]
+            fuseOptions += options.libfuse
+            configuration.libfuseOptions = fuseOptions
+            server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
+                                mountpoint: mountpoint, configuration: configuration)
+            try server.mount()
+        } catch {
+            rmdir(mountpoint)
+            throw MountRefusal(mountError: error)
+        }
+        var lifetime: [Int32] = [-1, -1]
+        var ready: [Int32] = [-1, -1]
+        guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", mountpoint) }
+        let first = fork()
+        if first == 0 {
+            if fork() != 0 { _exit(0) }
+            close(lifetime[1])
+            close(ready[0])
+            detach(keeping: [lifetime[0], ready[1], opened.file.fd, server.fd], options: options)
+            // Unmounts once this launcher (and with it every process of the app) is gone.
+            server.unmountWhenClosed(lifetime[0])
+            let readyFD = ready[1]
+            _ = server.run(onReady: { signalReady(readyFD) })
+            rmdir(mountpoint)
+            _exit(0)
+        }
+        var status: Int32 = 0
+        waitpid(first, &status, 0)
+        close(lifetime[0])
+        close(ready[1])
+        close(server.fd)
+        guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", mountpoint) }
+        close(ready[0])
+        // lifetime[1] stays open (close-on-exec) until this process exits.
+        startApp(interpreter, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true)
+    }
+
+    private func fatal(_ message: String, _ mountpoint: String) -> Never {
+        _ = umount2(mountpoint, Int32(MNT_DETACH))
+        rmdir(mountpoint)
+        writeAll(2, "pyzfs: \(message)\n")
+        _exit(Exit.runFailed)
+    }
+
+    // MARK: running the app
+
+    private func startApp(_ interpreter: Interpreter, opened: OpenedArchive, mountpoint: String,
+                          supervise: Bool, waitForAll: Bool) -> Never {
+        setenv("PYZFS_ARCHIVE", opened.path, 1)
+        setenv("PYZFS_MOUNT", mountpoint, 1)
+        let argv = interpreter.command(appDirectory: mountpoint, arguments: arguments)
+        if supervise { Supervisor.run(argv, subreaper: waitForAll, waitForAll: waitForAll) }
+        execute(argv)
+    }
+
+    private func runExtracted(_ opened: OpenedArchive, interpreter: Interpreter) throws(Failure) -> Never {
+        let directory = try ExtractionCache.prepare(opened)
+        setenv("PYZFS_ARCHIVE", opened.path, 1)
+        setenv("PYZFS_MOUNT", directory, 1)
+        let argv = interpreter.command(appDirectory: directory, arguments: arguments)
+        if getpid() == 1 { Supervisor.run(argv, subreaper: false, waitForAll: false) }
+        execute(argv)
+    }
+
+    // MARK: helpers
+
+    private func serverConfiguration(_ opened: OpenedArchive, options: MountOptions) -> ServerConfiguration {
+        var c = ServerConfiguration()
+        c.zeroMessageOpens = !opened.acceptsBytecode
+        c.exitOnSignals = false
+        if let n = options.prefetchThreads { c.prefetchThreads = n }
+        if let n = options.workerThreads { c.workerThreads = n }
+        return c
+    }
+
+    /// Leaves the caller's terminal, session and descriptors; logs to syslog or -o log=FILE.
+    private func detach(keeping: Set<Int32>, options: MountOptions) {
+        var logFD: Int32 = -1
+        if let file = options.logFile {
+            logFD = open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        }
+        detachFromCaller(keeping: keeping, logFD: logFD)
+    }
+
+    private func makeMountDirectory() throws(MountRefusal) -> String {
+        let base = readEnvironment("XDG_RUNTIME_DIR").flatMap { access($0, W_OK) == 0 ? $0 : nil } ?? "/tmp"
+        var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw .failed("cannot create a mount directory in \(base): \(errnoText(errno))")
+        }
+        return string(fromCString: p)
+    }
+}
+
+/// Why `pyzfs run` could not mount, and what would fix it.
+enum MountRefusal: Error, Equatable {
+    case noDevice
+    case deviceDenied(Int32)
+    case mountDenied(Int32)
+    case namespaceDenied(Int32)
+    case noFusermount
+    case failed(String)
+
+    init(_ r: KernelMount.Refusal) {
+        switch r {
+        case .noDevice: self = .noDevice
+        case let .deviceDenied(e): self = .deviceDenied(e)
+        case let .mountDenied(e): self = .mountDenied(e)
+        case let .failed(s): self = .failed(s)
+        }
+    }
+
+    init(mountError: MountError) {
+        let text = "\(mountError)"
+        if text.contains("Operation not permitted") || text.contains("Permission denied") {
+            self = .mountDenied(EPERM)
+        } else if text.contains("device not found") {
+            self = .noDevice
+        } else {
+            self = .failed(text)
+        }
+    }
+
+    /// A namespace could not be made, but the caller's namespace may still take a mount.
+    var allowsPlainMount: Bool { if case .namespaceDenied = self { return true } else { return false } }
+    var isNamespaceOnly: Bool { allowsPlainMount }
+
+    var explanation: String {
+        switch self {
+        case .noDevice: return "there is no /dev/fuse"
+        case let .deviceDenied(e): return "/dev/fuse cannot be opened (\(errnoText(e)))"
+        case let .mountDenied(e): return "mount(2) was refused (\(errnoText(e))): no CAP_SYS_ADMIN, or a seccomp or AppArmor profile forbids it"
+        case let .namespaceDenied(e): return "no private mount namespace could be made (\(errnoText(e)))"
+        case .noFusermount: return "this user may not mount and fusermount3 is not installed"
+        case let .failed(s): return s
+        }
+    }
+
+    var fix: String {
+        switch self {
+        case .noDevice: return "in a container add --device /dev/fuse (and --cap-add SYS_ADMIN); elsewhere load the fuse module (modprobe fuse)"
+        case .deviceDenied: return "give this user access to /dev/fuse, or in a container add --device /dev/fuse"
+        case .mountDenied: return "in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)"
+        case .namespaceDenied: return "run as root, or allow unprivileged user namespaces"
+        case .noFusermount: return "install fuse3 (fusermount3) or run as root"
+        case .failed: return "see the message"
+        }
+    }
+}
+
+/// The interpreter command line of an app.
+struct Interpreter {
+    let path: String
+    let leadingArguments: [String]
+
+    func command(appDirectory: String, arguments: [String]) -> [String] {
+        [path] + leadingArguments + [appDirectory] + arguments
+    }
+
+    /// `--python`, else the archive's #! line (a name found on PATH, or a path).
+    /// - Throws: 127 when none is found, 126 when it is not executable.
+    static func resolve(python: String?, opened: OpenedArchive) throws(Failure) -> Interpreter {
+        var program: String
+        var leading: [String] = []
+        if let python {
+            program = python
+        } else if let words = Zipapp.interpreterLine(of: opened.file, index: opened.index),
+                  let parsed = Zipapp.interpreter(fromLine: words) {
+            program = parsed.program
+            leading = parsed.arguments
+        } else {
+            program = "python3"
+            log.info("\(opened.path) has no #! line; running it with python3")
+        }
+        guard let path = findExecutable(program) else {
+            throw Failure(Exit.notFound, "no interpreter found: \(program) (from \(python == nil ? "the archive's #! line" : "--python")); install it or pass --python PATH")
+        }
+        guard access(path, X_OK) == 0 else {
+            throw Failure(Exit.cannotExecute, "the interpreter \(path) cannot be executed: \(errnoText(errno))")
+        }
+        return Interpreter(path: path, leadingArguments: leading)
+    }
+}
+
+/// `program` if it contains a slash, else the first match on PATH.
+func findExecutable(_ program: String) -> String? {
+    if program.contains("/") { return access(program, F_OK) == 0 ? program : nil }
+    let path = readEnvironment("PATH") ?? "/usr/local/bin:/usr/bin:/bin"
+    for dir in path.split(separator: ":") where !dir.isEmpty {
+        let candidate = "\(dir)/\(program)"
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return nil
+}
+
+/// Replaces this process with `argv`; on failure exits 126 or 127 as env(1) does.
+func execute(_ argv: [String]) -> Never {
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    execv(argv[0], &cArgs)
+    let e = errno
+    writeAll(2, "pyzfs: cannot execute \(argv[0]): \(errnoText(e))\n")
+    _exit(e == ENOENT ? Exit.notFound : Exit.cannotExecute)
+}
+
+func makePipe(_ fds: inout [Int32]) -> Bool {
+    guard pipe(&fds) == 0 else { return false }
+    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+    return true
+}
+
+func signalReady(_ fd: Int32) {
+    var byte: UInt8 = 1
+    _ = Glibc.write(fd, &byte, 1)
+    close(fd)
+}
+
+func waitForReady(_ fd: Int32) -> Bool {
+    var byte: UInt8 = 0
+    var n: Int
+    repeat { n = Glibc.read(fd, &byte, 1) } while n < 0 && errno == EINTR
+    return n == 1
+}
+
+func writeFile(_ path: String, _ text: String) -> Bool {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
+}

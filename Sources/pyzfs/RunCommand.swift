@@ -1,0 +1,75 @@
+import ArgumentParser
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a zipapp from its own mount, for container entrypoints.",
+        discussion: """
+        Mounts ARCHIVE, runs the interpreter its #! line names (or --python) on the mount with \
+        ARGS, in the current directory, with this terminal, and returns the app's exit status \
+        exactly (a death by signal as that signal). The mount lives as long as the app and every \
+        process it started (subprocesses and daemons included), then goes, with its directory.
+
+        By default the mount is made in a private mount namespace (as root, or in a user \
+        namespace), invisible to other processes and gone when the last process of the app \
+        exits; its mounts are private, so nothing propagates to the host even where / is \
+        shared. --no-namespace mounts in the caller's namespace (for apps that run setuid tools \
+        such as sudo); pyzfs then stays as the app's parent and returns once the app and all its \
+        processes have exited.
+
+        As PID 1 (a container) pyzfs acts as a minimal init, as tini does: it forwards SIGTERM, \
+        SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the app, reaps orphans, and exits with \
+        the app's status. The server ignores SIGTERM, SIGINT and SIGHUP: it ends with the app.
+
+        The app finds its archive and mount in PYZFS_ARCHIVE and PYZFS_MOUNT.
+
+        Where no FUSE mount can be made (no /dev/fuse, no CAP_SYS_ADMIN, seccomp or AppArmor \
+        refusing mount(2)), pyzfs says which and what would fix it; with --fallback=extract (or \
+        PYZFS_FALLBACK=extract) it extracts the archive once into a content-addressed cache \
+        ($XDG_CACHE_HOME/pyzfs, else $XDG_RUNTIME_DIR/pyzfs, else /tmp/pyzfs-UID; see \
+        'pyzfs cache') and runs it from there.
+
+        Exit codes: the app's own; 125 pyzfs failed (one line on stderr says why); 126 the \
+        interpreter cannot be executed; 127 no interpreter found.
+
+        Example: ENTRYPOINT ["pyzfs", "run", "/app/app.pyz", "--"]
+        """)
+
+    @Argument(help: "The zipapp to run.")
+    var archive: String
+
+    @Option(help: ArgumentHelp("The interpreter to run the app with (default: the archive's #! line).", valueName: "path"))
+    var python: String?
+
+    @Flag(name: .customLong("no-namespace"), help: "Mount in the caller's mount namespace.")
+    var noNamespace = false
+
+    @Option(help: ArgumentHelp("What to do where FUSE is unavailable: extract (into a cache) or none (fail; the default, or $PYZFS_FALLBACK).", valueName: "mode"))
+    var fallback: String?
+
+    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, as for pyzfs mount.", valueName: "options"))
+    var options: [String] = []
+
+    @Argument(parsing: .postTerminator, help: "Arguments for the app, after --.")
+    var arguments: [String] = []
+
+    func run() throws {
+        let fallbackMode = fallback ?? readEnvironment("PYZFS_FALLBACK") ?? "none"
+        guard fallbackMode == "extract" || fallbackMode == "none" else {
+            throw Failure(Exit.runFailed, "unknown --fallback '\(fallbackMode)': use extract or none")
+        }
+        let launcher = Launcher(archive: archive, python: python, useNamespace: !noNamespace,
+                                fallbackToExtract: fallbackMode == "extract", optionGroups: options, arguments: arguments)
+        launcher.launch()
+    }
+}
+
+/// `getenv` as a String.
+func readEnvironment(_ name: String) -> String? {
+    guard let v = getenv(name) else { return nil }
+    return string(fromCString: v)
+}

@@ -1,0 +1,74 @@
+import CLinux
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The app's parent when pyzfs cannot simply become the app: as PID 1 in a container (a
+/// minimal init, as tini is) and with `--no-namespace`. Forwards signals, reaps orphans, and
+/// exits with the app's status.
+enum Supervisor {
+    static let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH]
+
+    /// - Parameters:
+    ///   - subreaper: become the parent of every orphaned descendant of the app.
+    ///   - waitForAll: return only once every descendant has exited (the mount lives that long).
+    static func run(_ argv: [String], subreaper: Bool, waitForAll: Bool) -> Never {
+        if subreaper { _ = pyzfs_set_child_subreaper() }
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in forwarded + [SIGCHLD] { sigaddset(&set, s) }
+        var previous = sigset_t()
+        sigprocmask(SIG_BLOCK, &set, &previous)
+        let app = fork()
+        if app == 0 {
+            sigprocmask(SIG_SETMASK, &previous, nil)
+            execute(argv)
+        }
+        if app < 0 {
+            writeAll(2, "pyzfs: cannot start the app: \(errnoText(errno))\n")
+            exit(125)
+        }
+        let isInit = getpid() == 1
+        var appStatus: Int32? = nil
+        while true {
+            var info = siginfo_t()
+            let sig = sigwaitinfo(&set, &info)
+            if sig < 0 { continue }
+            if sig != SIGCHLD {
+                // Ctrl-C and Ctrl-\ reach the app from the terminal itself; forward what a process
+                // sent (docker stop, kill), and everything when init, which the kernel shields.
+                if appStatus == nil && (isInit || pyzfs_siginfo_from_process(&info) != 0) { kill(app, sig) }
+                continue
+            }
+            while true {
+                var status: Int32 = 0
+                let pid = waitpid(-1, &status, WNOHANG)
+                if pid <= 0 { break }
+                if pid == app { appStatus = status }
+            }
+            guard let status = appStatus else { continue }
+            if waitForAll {
+                var probe: Int32 = 0
+                if waitpid(-1, &probe, WNOHANG) == -1 && errno == ECHILD { finish(status, isInit: isInit) }
+                continue
+            }
+            finish(status, isInit: isInit)
+        }
+    }
+
+    /// Exits as the app did: its code, or (unless init, which cannot) the same signal.
+    static func finish(_ status: Int32, isInit: Bool) -> Never {
+        let signal = status & 0x7f
+        if signal == 0 { exit((status >> 8) & 0xff) }
+        if !isInit {
+            Glibc.signal(signal, SIG_DFL)
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, signal)
+            sigprocmask(SIG_UNBLOCK, &set, nil)
+            kill(getpid(), signal)
+        }
+        exit(128 + signal)
+    }
+}

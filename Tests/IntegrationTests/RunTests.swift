@@ -1,0 +1,194 @@
+import Foundation
+import PyzfsTestSupport
+import Testing
+
+/// `pyzfs run`: the app's own status and signals, a mount that lives exactly as long as the app
+/// and everything it started, private mount namespaces, PID 1, and the fallback without FUSE.
+@Suite("pyzfs run", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+struct RunTests {
+    let pyzfs = TestEnvironment.binary
+    var app: String { Fixtures.shared.archive("runapp") }
+
+    /// The server of a run: same command line as the launcher had, and not the app (which is
+    /// python now).
+    func servers(_ marker: String) -> [pid_t] { processes(matching: "run \(app) -- sleep \(marker)") }
+
+    /// A fresh file name for the app to write its pid into.
+    func pidFile() -> String { makeTemporaryDirectory("pid") + "/pid" }
+
+    func mountDirectory(in output: String) -> String? {
+        output.split(separator: " ").map(String.init).first { $0.contains("pyzfs-run-") }
+    }
+
+    @Test("arguments, stdin, working directory and PYZFS_* reach the app; the directory goes after")
+    func basics() throws {
+        let cwd = makeTemporaryDirectory("cwd")
+        defer { removeTree(cwd) }
+        let r = run([pyzfs, "run", app, "--", "print", "a", "b c"], cwd: cwd, stdin: "from stdin\n")
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stdout.contains("args ['a', 'b c'] cwd \(cwd) archive \(app) mount "), "\(r)")
+        #expect(r.stdout.contains("stdin from stdin"))
+        let mount = try #require(mountDirectory(in: r.stdout))
+        #expect(r.stdout.contains("file \(mount)/__main__.py"))
+        #expect(eventually { !FileManager.default.fileExists(atPath: mount) }, "\(mount) was left behind")
+    }
+
+    @Test("the app's exit status, exactly", arguments: [0, 1, 7, 255])
+    func exitStatus(code: Int) {
+        #expect(run([pyzfs, "run", app, "--", "exit", "\(code)"]).status == Int32(code))
+    }
+
+    @Test("pyzfs becomes the app: the same pid takes the signal, and its death by signal shows", arguments: [SIGKILL, SIGTERM, SIGINT])
+    func signals(signal: Int32) throws {
+        let file = pidFile()
+        let p = spawn([pyzfs, "run", app, "--", "sleep", file, "30"])
+        #expect(eventually { FileManager.default.fileExists(atPath: file) && ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "") != "" })
+        #expect((try? String(contentsOfFile: file, encoding: .utf8)) == "\(p.pid)", "the app must be the process the caller started")
+        kill(p.pid, signal)
+        #expect(p.wait() == 128 + signal)
+        #expect(eventually { servers(file).isEmpty }, "the server outlived the app")
+    }
+
+    @Test("SIGTERM to the server does not pull files from under the app")
+    func serverIgnoresTerm() throws {
+        let file = pidFile()
+        let p = spawn([pyzfs, "run", app, "--", "sleep", file, "1.5"])
+        #expect(eventually { FileManager.default.fileExists(atPath: file) })
+        let server = servers(file)
+        #expect(server.count == 1, "\(server)")
+        for s in server { kill(s, SIGTERM) }
+        #expect(p.wait() == 0, "\(p.stderr)")
+        #expect(p.stdout.contains("data from the mount"), "\(p.stdout) \(p.stderr)")
+        #expect(eventually { servers(file).isEmpty })
+    }
+
+    @Test("a child started with subprocess that outlives the app keeps the mount until it is done", arguments: [false, true])
+    func outlivingChild(noNamespace: Bool) throws {
+        let out = makeTemporaryDirectory("orphan")
+        defer { removeTree(out) }
+        let marker = out + "/marker"
+        var argv = [pyzfs, "run", app, "--", "orphan", marker, "1.0"]
+        if noNamespace { argv.insert("--no-namespace", at: 2) }
+        let started = Date()
+        let r = run(argv)
+        #expect(r.status == 0 && r.stdout.contains("app done"), "\(r)")
+        if noNamespace {
+            // pyzfs stays the parent of everything the app started and returns after them.
+            #expect(Date().timeIntervalSince(started) >= 0.9)
+            #expect(FileManager.default.fileExists(atPath: marker))
+        }
+        #expect(eventually { FileManager.default.fileExists(atPath: marker) })
+        #expect((try? String(contentsOfFile: marker, encoding: .utf8)) == "from the mount\n", "the orphan could not read the mount")
+        #expect(eventually { processes(matching: "run \(app) -- orphan \(marker)").isEmpty }, "the server outlived the orphan")
+    }
+
+    @Test("nothing propagates out of the private namespace, even under shared propagation",
+          .enabled(if: getuid() == 0, "needs root for unshare(1)"))
+    func noPropagation() throws {
+        // In a namespace whose mounts are shared, count the pyzfs mounts this namespace sees while
+        // the app runs: 0 with the private namespace; 1 with --no-namespace (the check works).
+        for (flags, expected) in [("", "0"), ("--no-namespace", "1")] {
+            let file = pidFile()
+            // Its own runtime directory: other tests mount at the same time, elsewhere.
+            let runtime = makeTemporaryDirectory("runtime")
+            defer { removeTree(runtime) }
+            let script = """
+            mount --make-rshared /
+            XDG_RUNTIME_DIR="$3" "$0" run \(flags) "$1" -- sleep "$2" 2 > /dev/null &
+            while [ ! -s "$2" ]; do sleep 0.05; done
+            sleep 0.2
+            grep -c "$3/pyzfs-run-" /proc/self/mountinfo
+            wait
+            """
+            let r = run(["unshare", "--mount", "--propagation", "shared", "sh", "-c", script, pyzfs, app, file, runtime])
+            #expect(r.stdout.split(separator: "\n").first.map(String.init) == expected, "\(flags): \(r)")
+        }
+    }
+
+    @Test("as PID 1 it forwards signals to the app and exits with its status", .enabled(if: getuid() == 0, "needs root for a PID namespace"))
+    func asInit() throws {
+        #expect(run(["unshare", "--pid", "--fork", "--mount-proc", pyzfs, "run", app, "--", "exit", "9"]).status == 9)
+        let file = pidFile()
+        let p = spawn(["unshare", "--pid", "--fork", "--mount-proc", pyzfs, "run", app, "--", "sleep", file, "30"])
+        #expect(eventually { FileManager.default.fileExists(atPath: file) })
+        // pyzfs is PID 1 inside: find it by its namespaced pid.
+        let initPid = processes(matching: "run \(app) -- sleep \(file)").first { pid in
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") }
+        }
+        let pid = try #require(initPid, "no PID 1 pyzfs found")
+        kill(pid, SIGTERM)  // as docker stop does; an app without a handler dies of it
+        #expect(p.wait(timeout: 20) == 128 + SIGTERM, "\(p.stderr)")
+    }
+
+    @Test("interpreter and archive failures: 127, 126, 125, with one line")
+    func ownFailures() {
+        let missing = run([pyzfs, "run", "--python", "/nonexistent/python3", app])
+        #expect(missing.status == 127 && missing.stderr.contains("no interpreter found: /nonexistent/python3"), "\(missing)")
+        let dir = makeTemporaryDirectory("python")
+        defer { removeTree(dir) }
+        FileManager.default.createFile(atPath: dir + "/python3", contents: Data("#!/bin/sh\n".utf8), attributes: [.posixPermissions: 0o644])
+        let notExecutable = run([pyzfs, "run", "--python", dir + "/python3", app])
+        #expect(notExecutable.status == 126 && notExecutable.stderr.contains("cannot be executed"), "\(notExecutable)")
+        let noArchive = run([pyzfs, "run", "/nonexistent.pyz"])
+        #expect(noArchive.status == 125 && noArchive.stderr.contains("cannot open archive /nonexistent.pyz"), "\(noArchive)")
+        let badFallback = run([pyzfs, "run", "--fallback", "maybe", app])
+        #expect(badFallback.status == 125, "\(badFallback)")
+    }
+
+    /// Runs `pyzfs run ARGS` in a private mount namespace whose /dev is an empty tmpfs.
+    func withoutFUSE(_ args: [String], environment: [String: String] = [:], prelude: String = "") -> RunResult {
+        run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh", pyzfs, "run"] + args,
+            environment: environment)
+    }
+
+    @Test("without /dev/fuse: one line that says what would fix it; --fallback=extract runs from a cache",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse in a private mount namespace"))
+    func fallback() throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let refused = withoutFUSE([app, "--", "exit", "3"], environment: ["XDG_CACHE_HOME": cache])
+        #expect(refused.status == 125, "\(refused)")
+        #expect(refused.stderr.contains("there is no /dev/fuse") && refused.stderr.contains("--device /dev/fuse")
+                && refused.stderr.contains("--fallback=extract"), "\(refused)")
+        let extracted = withoutFUSE(["--fallback=extract", app, "--", "print", "x"], environment: ["XDG_CACHE_HOME": cache])
+        #expect(extracted.status == 0, "\(extracted)")
+        #expect(extracted.stdout.contains("mount \(cache)/pyzfs/"), "\(extracted)")
+        let viaEnvironment = withoutFUSE([app, "--", "exit", "4"], environment: ["XDG_CACHE_HOME": cache, "PYZFS_FALLBACK": "extract"])
+        #expect(viaEnvironment.status == 4, "\(viaEnvironment)")
+        // One entry, the traversal member nowhere.
+        let entries = try FileManager.default.contentsOfDirectory(atPath: cache + "/pyzfs").filter { !$0.contains(".") }
+        #expect(entries.count == 1, "\(entries)")
+        #expect(!FileManager.default.fileExists(atPath: cache + "/escape.txt"))
+        #expect(!FileManager.default.fileExists(atPath: cache + "/pyzfs/escape.txt"))
+        #expect(FileManager.default.fileExists(atPath: cache + "/pyzfs/\(entries[0])/data.txt"))
+        let list = run([pyzfs, "cache", "list"], environment: ["XDG_CACHE_HOME": cache])
+        #expect(list.stdout.contains(entries[0]) && list.stdout.contains(app), "\(list)")
+        let clean = run([pyzfs, "cache", "clean"], environment: ["XDG_CACHE_HOME": cache])
+        #expect(clean.stdout.contains("removed 1 cached app"), "\(clean)")
+    }
+
+    @Test("two first starts at once extract once, both run", .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"))
+    func concurrentFirstStarts() throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && { \"$0\" run --fallback=extract \"$1\" -- exit 5 & \"$0\" run --fallback=extract \"$1\" -- exit 6; echo second=$?; wait $!; echo first=$?; }"
+        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, pyzfs, app], environment: ["XDG_CACHE_HOME": cache])
+        #expect(r.stdout.contains("second=6") && r.stdout.contains("first=5"), "\(r)")
+        let entries = try FileManager.default.contentsOfDirectory(atPath: cache + "/pyzfs")
+        #expect(entries.filter { !$0.contains(".") }.count == 1, "\(entries)")
+        #expect(!entries.contains { $0.contains(".tmp-") }, "\(entries)")
+    }
+
+    @Test("a read-only cache home falls back to XDG_RUNTIME_DIR and says so", .enabled(if: getuid() == 0, "needs root for a read-only bind mount"))
+    func readOnlyHome() throws {
+        let home = makeTemporaryDirectory("home"), runtime = makeTemporaryDirectory("runtime")
+        defer { removeTree(home); removeTree(runtime) }
+        let r = withoutFUSE(["--fallback=extract", app, "--", "exit", "0"],
+                            environment: ["XDG_CACHE_HOME": home, "XDG_RUNTIME_DIR": runtime],
+                            prelude: "mount --bind \(home) \(home) && mount -o remount,bind,ro \(home) &&")
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stderr.contains("$XDG_CACHE_HOME is not writable") && r.stderr.contains("using \(runtime)/pyzfs"), "\(r)")
+    }
+}
