@@ -4,11 +4,20 @@ export PATH := $(SWIFT_BIN):$(PATH)
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR = $(DESTDIR)$(PREFIX)/bin
+SBINDIR ?= /sbin
+MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+UNITDIR = $(DESTDIR)$(PREFIX)/lib/systemd/system
+EXAMPLEDIR = $(DESTDIR)$(PREFIX)/share/doc/pyzfs/examples
+PYZFS_BIN ?= .build/release/pyzfs
+MANUAL = .build/plugins/GenerateManual/outputs/pyzfs/pyzfs.1
 
 # Debian packages: the libraries pyzfs links, the FUSE tools, and what the tests use.
 DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev pkg-config gcc python3
 
-.PHONY: all build debug test demo deps install uninstall bench clean
+.PHONY: all build debug test demo deps install install-files uninstall manual bench clean
 
 all: build
 
@@ -19,7 +28,7 @@ debug: deps
 	swift build
 
 # Everything: unit tests of each layer and real mounts (CI runs this).
-test: deps
+test: deps manual
 	swift build --build-tests
 	PYZFS_BINARY=$(CURDIR)/.build/debug/pyzfs swift test --skip-build
 	@! grep -q ' fuse.pyzfs ' /proc/mounts || (echo "a pyzfs mount was left behind:"; grep ' fuse.pyzfs ' /proc/mounts; exit 1)
@@ -27,6 +36,11 @@ test: deps
 # Builds an example app with a C extension, mounts it, runs it with the stock python3, unmounts.
 demo: build
 	sh docs/demo/demo.sh $(CURDIR)/.build/release/pyzfs
+
+# Times pyzfs against an extracted directory and its peers; prints medians and ratios (docs/benchmarks.md).
+# BENCH_ARGS: --quick, --runs N, --only SCENARIOS, --tools TOOLS, --rebuild, --record.
+bench: build
+	python3 Tests/bench/bench.py $(BENCH_ARGS)
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -38,12 +52,30 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-install: build
-	install -d $(BINDIR)
-	install -m 0755 .build/release/pyzfs $(BINDIR)/pyzfs
+# The binary, mount(8) helpers in /sbin (where libmount looks), the man page, shell completions,
+# and the systemd units. PREFIX and DESTDIR as usual; SBINDIR=/sbin by default.
+install: build manual install-files
+
+install-files:
+	install -d $(BINDIR) $(DESTDIR)$(SBINDIR) $(MAN1DIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR) $(UNITDIR) $(EXAMPLEDIR)
+	install -m 0755 $(PYZFS_BIN) $(BINDIR)/pyzfs
+	ln -sf $(PREFIX)/bin/pyzfs $(DESTDIR)$(SBINDIR)/mount.fuse.pyzfs
+	ln -sf $(PREFIX)/bin/pyzfs $(DESTDIR)$(SBINDIR)/mount.pyzfs
+	if [ -f $(MANUAL) ]; then install -m 0644 $(MANUAL) $(MAN1DIR)/pyzfs.1; fi
+	$(PYZFS_BIN) --generate-completion-script bash > $(BASHDIR)/pyzfs
+	$(PYZFS_BIN) --generate-completion-script zsh > $(ZSHDIR)/_pyzfs
+	$(PYZFS_BIN) --generate-completion-script fish > $(FISHDIR)/pyzfs.fish
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' mount-helpers/pyzfs@.service > $(UNITDIR)/pyzfs@.service
+	install -m 0644 mount-helpers/opt-app.mount mount-helpers/Dockerfile.example $(EXAMPLEDIR)/
 
 uninstall:
-	rm -f $(BINDIR)/pyzfs
+	rm -f $(BINDIR)/pyzfs $(DESTDIR)$(SBINDIR)/mount.fuse.pyzfs $(DESTDIR)$(SBINDIR)/mount.pyzfs \
+	  $(MAN1DIR)/pyzfs.1 $(BASHDIR)/pyzfs $(ZSHDIR)/_pyzfs $(FISHDIR)/pyzfs.fish $(UNITDIR)/pyzfs@.service
+	rm -rf $(EXAMPLEDIR)
+
+# The man page, generated from the command line's own help (swift-argument-parser's plugin).
+manual:
+	swift package --allow-writing-to-package-directory generate-manual --authors "pyzfs developers" > /dev/null
 
 clean:
 	rm -rf .build

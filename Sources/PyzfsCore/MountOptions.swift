@@ -140,7 +140,7 @@ public struct MountOptions: Sendable, Equatable {
     }
 
     /// Splits at commas not preceded by a backslash; the backslashes stay (libfuse unescapes).
-    static func splitOptions(_ s: String) -> [String] {
+    public static func splitOptions(_ s: String) -> [String] {
         var parts: [String] = []
         var current = ""
         var escaped = false

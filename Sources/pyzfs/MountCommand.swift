@@ -134,7 +134,9 @@ struct Mounter {
 
         if foreground {
             log.info("\(summary)")
-            let rc = server.run()
+            let status = "READY=1\nSTATUS=\(summary)"
+            let rc = server.run(onReady: { SystemdNotify.send(status) })
+            SystemdNotify.send("STOPPING=1")
             exit(rc == 0 ? 0 : Exit.software)
         }
         daemonize(server: server, summary: summary, logFD: logFD, archiveFD: opened.file.fd, mountpoint: target)
