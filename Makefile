@@ -17,7 +17,7 @@ MANUAL = .build/plugins/GenerateManual/outputs/pyzfs/pyzfs.1
 # Debian packages: the libraries pyzfs links, the FUSE tools, and what the tests use.
 DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev pkg-config gcc python3
 
-.PHONY: all build debug test demo deps install install-files uninstall manual bench clean
+.PHONY: all build debug test stress demo deps install install-files uninstall manual bench clean
 
 all: build
 
@@ -32,6 +32,11 @@ test: deps manual
 	swift build --build-tests
 	PYZFS_BINARY=$(CURDIR)/.build/debug/pyzfs swift test --skip-build
 	@! grep -q ' fuse.pyzfs ' /proc/mounts || (echo "a pyzfs mount was left behind:"; grep ' fuse.pyzfs ' /proc/mounts; exit 1)
+
+# The stress test alone, for longer (PYZFS_STRESS_SECONDS, default 120).
+stress: deps
+	swift build --build-tests
+	PYZFS_BINARY=$(CURDIR)/.build/debug/pyzfs PYZFS_STRESS_SECONDS=$${PYZFS_STRESS_SECONDS:-120} swift test --skip-build --filter StressTests
 
 # Builds an example app with a C extension, mounts it, runs it with the stock python3, unmounts.
 demo: build

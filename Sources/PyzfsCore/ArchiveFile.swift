@@ -12,9 +12,13 @@ public protocol ByteSource: Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int
     /// Reads all of `buffer` at `offset` only if that needs no disk I/O; nil when it would wait.
     func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int?
+    /// Whether the source still is what was indexed (a file modified in place is not).
+    func isUnchanged() -> Bool
 }
 
 extension ByteSource {
+    public func isUnchanged() -> Bool { true }
+
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int? {
         try readFully(into: buffer, at: offset)
     }
@@ -55,6 +59,7 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
     public let device: UInt64
     public let inode: UInt64
     public let modificationTime: Int64
+    let modificationNanoseconds: Int64
 
     /// Opens `path` read-only.
     /// - Throws: `.cannotOpen` (missing, unreadable, a directory) with the errno.
@@ -81,6 +86,7 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
         self.device = UInt64(st.st_dev)
         self.inode = UInt64(st.st_ino)
         self.modificationTime = Int64(st.st_mtim.tv_sec)
+        self.modificationNanoseconds = Int64(st.st_mtim.tv_nsec)
     }
 
     deinit { close(fd) }
@@ -119,11 +125,15 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
     /// over `path` since (for libraries that want a path).
     public var stablePath: String { "/proc/self/fd/\(fd)" }
 
-    /// Whether the file at the descriptor still has the size and mtime it had when opened.
+    /// Whether the file behind the descriptor still has the size and mtime (to the nanosecond) it
+    /// had when opened. A rename over the path does not count (the descriptor keeps the old
+    /// file, whose change time the unlink alters); a write in place does, unless it restores the
+    /// mtime too (see docs/errors.md).
     public func isUnchanged() -> Bool {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return false }
         return UInt64(st.st_size) == size && Int64(st.st_mtim.tv_sec) == modificationTime
+            && Int64(st.st_mtim.tv_nsec) == modificationNanoseconds
     }
 }
 

@@ -49,6 +49,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     private var storedChecks: [Int: StoredCheck] = [:]
     private var streams = StreamPool()
     private var sourceMtimes: [Int: Int64] = [:]
+    private var archiveChanged = false
     private var opened = 0
     /// Members larger than the cache budget (served by streaming).
     public let membersOverBudget: Int
@@ -255,11 +256,13 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         if entry.isEncrypted { throw .member(.encrypted) }
         do {
             if entry.method == 0 {
+                try ensureArchiveUnchanged()
                 guard let r = try readStored(index, entry, offset: offset, length: length, mayWait: mayWait, body) else {
                     throw FSError.wouldBlock
                 }
                 return r
             }
+            try MemberReader.checkPlausible(entry)
             if cache.fits(size) {
                 let buffer: MemberBuffer
                 if let held = cache.held(index) {
@@ -271,12 +274,15 @@ public final class ArchiveFileSystem: @unchecked Sendable {
                 return body(UnsafeRawBufferPointer(rebasing: buffer.contents[Int(offset)..<Int(offset) + length]))
             }
             if let large = try largeIndex(index, entry) {
-                guard mayWait || large.isCached(offset: offset, length: length, cache: cache) else { throw FSError.wouldBlock }
+                let cached = large.isCached(offset: offset, length: length, cache: cache)
+                guard mayWait || cached else { throw FSError.wouldBlock }
+                if !cached { try ensureArchiveUnchanged() }
                 let pool = prefetcher
                 return try large.read(offset: offset, length: length, cache: cache, inflater: inflater!,
                                       readAhead: pool.map { p in { job in p.background(job) } }, body)
             }
             guard mayWait else { throw FSError.wouldBlock }
+            try ensureArchiveUnchanged()
             return try readStreamed(try locate(index, entry), offset: offset, length: length, body)
         } catch let error as FSError {
             throw error
@@ -305,6 +311,20 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         }
     }
 
+    /// Fails once the archive file was modified in place: what was decompressed from it is still
+    /// served (it was verified against its CRC), nothing more is read from it.
+    func ensureArchiveUnchanged() throws(MemberError) {
+        if lock.withLock({ archiveChanged }) { throw .archiveChanged }
+        guard reader.source.isUnchanged() else {
+            let first = lock.withLock { () -> Bool in
+                defer { archiveChanged = true }
+                return !archiveChanged
+            }
+            if first { logger.error("the archive file was modified while mounted: reads that need it now fail (EIO); remount to see the new file") }
+            throw .archiveChanged
+        }
+    }
+
     /// Members this small are decompressed on the request loop when their compressed bytes are in
     /// the page cache: inflating a few KiB costs less than handing the request to another thread.
     public static let inlineDecodeLimit: UInt64 = 256 << 10
@@ -323,6 +343,8 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// Member `index` decompressed into the cache (waiting for it when another thread is at it).
     func load(_ index: Int, reason: String = "read") throws(MemberError) -> MemberBuffer {
         let entry = tree.index.entries[index]
+        try MemberReader.checkPlausible(entry)
+        if !cache.contains(index) { try ensureArchiveUnchanged() }
         var decoded = false
         let start = monotonicNanoseconds()
         let buffer = try cache.buffer(for: index, size: Int(entry.uncompressedSize)) { (destination) throws(MemberError) in

@@ -49,6 +49,17 @@ public struct MemberReader: Sendable {
         self.checksum = checksum
     }
 
+    /// Refuses a member whose declared size no data of its method could produce: deflate cannot
+    /// expand more than 1032:1, so a larger claim is a bomb or a lie, refused before any memory is
+    /// set aside for it.
+    public static func checkPlausible(_ entry: ZipEntry) throws(MemberError) {
+        guard entry.method == 8 || entry.method == 9 else { return }
+        let (limit, overflow) = entry.compressedSize.multipliedReportingOverflow(by: 1032)
+        if !overflow && entry.uncompressedSize > limit + 4096 {
+            throw .corrupt("\(entry.uncompressedSize) bytes declared from \(entry.compressedSize) compressed bytes: more than deflate can produce")
+        }
+    }
+
     /// Where member `i`'s data starts (reads its local header).
     public func locate(_ i: Int) throws(MemberError) -> MemberLocation {
         let entry = index.entries[i]

@@ -51,7 +51,11 @@ public struct TreeOptions: Sendable {
 public struct TreeWarning: Sendable, Equatable, CustomStringConvertible {
     public let name: String
     public let reason: String
-    public var description: String { "\(name): \(reason)" }
+    /// The name shortened to 120 characters for a log line.
+    public var description: String {
+        let shown = name.count > 120 ? String(name.prefix(60)) + "…" + String(name.suffix(40)) + " (\(name.utf8.count) bytes)" : name
+        return "\(shown): \(reason)"
+    }
 }
 
 /// The immutable directory tree of an archive: built once, then read from any thread.

@@ -223,6 +223,19 @@ func checkMountPoint(_ path: String) throws(Failure) -> String {
         throw Failure(Exit.badMountPoint, "mount point \(path) is not a directory")
     }
     let absolute = absolutePath(path)
+    if let dir = opendir(absolute) {
+        var entries = 0
+        while let e = readdir(dir) {
+            let first = withUnsafeBytes(of: e.pointee.d_name) { ($0[0], $0[1], $0[2]) }
+            let dot = UInt8(ascii: ".")
+            if first == (dot, 0, 0) || first == (dot, dot, 0) { continue }
+            entries += 1
+        }
+        closedir(dir)
+        if entries > 0 {
+            log.warning("mount point \(absolute) is not empty: its \(entries) entr\(entries == 1 ? "y is" : "ies are") hidden until the archive is unmounted")
+        }
+    }
     if absolute != lexical, let m = MountTable.mount(at: absolute) {
         throw Failure(Exit.busy, "\(absolute) is already a mount point (a \(m.fsType) filesystem is mounted there); unmount it first")
     }
