@@ -50,23 +50,15 @@ struct HostileTests {
     @Test("size lies and bombs: EIO with a log line, never more than declared, memory within the budget")
     func bombs() throws {
         let archive = Fixtures.shared.archive("bombs")
-        let logDir = makeTemporaryDirectory("log")
-        defer { removeTree(logDir) }
-        try withMount(archive, options: ["cache_size=16M", "log=\(logDir)/log"]) { mnt in
+        let (_, log) = try withLoggedMount(archive, options: ["cache_size=16M"]) { mnt in
             #expect(run(["cat", mnt + "/good.txt"]).stdout == "good\n")
             for bad in ["expands.bin", "huge.bin", "short.bin"] {
                 let r = run(["cat", mnt + "/" + bad])
                 #expect(r.status != 0 && r.stderr.contains("Input/output error") && r.stdout.isEmpty, "\(bad): \(r.stderr)")
             }
-            let stats = readStats(mnt)
-            if let pid = stats["pid"] as? Int {
-                let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-                let kb = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
-                    .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? Int.max
-                #expect(kb < 64 * 1024, "peak RSS \(kb) KiB with a 16 MiB cache")
-            }
+            let kb = (readStats(mnt)["pid"] as? Int).flatMap(peakResidentKiB) ?? Int.max
+            #expect(kb < 64 * 1024, "peak RSS \(kb) KiB with a 16 MiB cache")
         }
-        let log = logText(logDir + "/log")
         #expect(log.contains("cannot read expands.bin: size mismatch (archive says 1000 bytes"), "\(log)")
         #expect(log.contains("cannot read huge.bin: corrupt data: 4294967280 bytes declared from"), "\(log)")
         #expect(log.contains("cannot read short.bin: size mismatch"), "\(log)")
@@ -75,14 +67,12 @@ struct HostileTests {
     @Test("an encrypted member reads as EACCES with a log line; the others read")
     func encrypted() throws {
         let archive = Fixtures.shared.archive("encrypted")
-        let logDir = makeTemporaryDirectory("log")
-        defer { removeTree(logDir) }
-        try withMount(archive, options: ["log=\(logDir)/log"]) { mnt in
+        let (_, log) = try withLoggedMount(archive) { mnt in
             #expect(run(["cat", mnt + "/plain.txt"]).stdout == "plain\n")
             let r = run(["cat", mnt + "/secret.txt"])
             #expect(r.status != 0 && r.stderr.contains("Permission denied"), "\(r)")
         }
-        #expect(logText(logDir + "/log").contains("cannot read secret.txt: the member is encrypted"))
+        #expect(log.contains("cannot read secret.txt: the member is encrypted"))
     }
 
     @Test("the archive modified in place while mounted: later reads that need it fail cleanly, with a log line")

@@ -34,9 +34,7 @@ struct LargeMemberTests {
             let stats = readStats(mnt)
             #expect((stats["bytes_held"] as? Int ?? Int.max) <= 40 << 20, "\(stats)")
             #expect(stats["members_over_budget"] as? Int == 1)
-            if let pid = stats["pid"] as? Int, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-               let kb = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            if let kb = (stats["pid"] as? Int).flatMap(peakResidentKiB) {
                 // The budget, checkpoint windows (64 x 32 KiB), chunks in flight and the process itself.
                 #expect(kb < 100 * 1024, "peak RSS \(kb) KiB with a 40 MiB cache")
             } else {

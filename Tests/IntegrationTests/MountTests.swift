@@ -57,10 +57,7 @@ struct MountTests {
     @Test("a bad CRC is EIO with a log line; the other members still read")
     func badCRC() throws {
         let archive = Fixtures.shared.archive("badcrc")
-        let logDir = makeTemporaryDirectory("log")
-        defer { removeTree(logDir) }
-        let logFile = logDir + "/server.log"
-        try withMount(archive, options: ["log=\(logFile)"]) { mnt in
+        let (_, log) = try withLoggedMount(archive) { mnt in
             #expect(run(["cat", mnt + "/good.txt"]).stdout == "good\n")
             for bad in ["bad-stored.txt", "bad-deflated.txt"] {
                 let r = run(["cat", mnt + "/" + bad])
@@ -70,7 +67,6 @@ struct MountTests {
                 #expect(run(["cat", mnt + "/" + bad]).status != 0)
             }
         }
-        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
         #expect(log.contains("cannot read bad-stored.txt: CRC-32 mismatch"), "\(log)")
         #expect(log.contains("cannot read bad-deflated.txt: CRC-32 mismatch"), "\(log)")
     }
@@ -78,11 +74,8 @@ struct MountTests {
     @Test("a method the linked libraries cannot decode reads as EIO with a log line naming it")
     func unsupportedMethods() throws {
         let archive = Fixtures.shared.archive("methods")
-        let logDir = makeTemporaryDirectory("log")
-        defer { removeTree(logDir) }
-        let logFile = logDir + "/server.log"
         var lzmaReadable = false
-        try withMount(archive, options: ["log=\(logFile)"]) { mnt in
+        let (_, log) = try withLoggedMount(archive) { mnt in
             #expect(run(["cat", mnt + "/deflated.txt"]).stdout == "deflated\n")
             let u = run(["cat", mnt + "/unknown.bin"])
             #expect(u.status != 0 && u.stderr.contains("Input/output error"), "\(u)")
@@ -90,7 +83,6 @@ struct MountTests {
             lzmaReadable = l.status == 0
             if lzmaReadable { #expect(l.stdout == String(repeating: "lzma member\n", count: 100)) }
         }
-        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
         #expect(log.contains("cannot read unknown.bin: compression method 97 (unknown) is not supported"), "\(log)")
         if !lzmaReadable {
             #expect(log.contains("cannot read lzma.txt: compression method 14 (lzma) is not supported"), "\(log)")

@@ -307,3 +307,21 @@ func spawnProcess(_ argv: [String], environment env: [String: String], cwd: Stri
     let rc = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, &cEnv)
     return (pid, rc)
 }
+
+/// `withMount` with the server logging to a file (`-o log=`); returns the body's result and
+/// what the server logged.
+public func withLoggedMount<R>(_ archive: String, options: [String] = [], _ body: (String) throws -> R) throws -> (R, String) {
+    let directory = makeTemporaryDirectory("log")
+    defer { removeTree(directory) }
+    let result = try withMount(archive, options: options + ["log=\(directory)/server.log"], body)
+    // The server writes its last lines as it unmounts; they are in the file once it is gone.
+    let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
+    return (result, log)
+}
+
+/// The peak resident memory (VmHWM) of process `pid`, in KiB.
+public func peakResidentKiB(_ pid: Int) -> Int? {
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    return status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+        .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
+}
