@@ -207,7 +207,7 @@ struct Launcher {
                           supervise: Bool, waitForAll: Bool) -> Never {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", mountpoint, 1)
-        let argv = interpreter.command(appDirectory: mountpoint, arguments: arguments)
+        let argv = AppLayout.command(for: opened, interpreter: interpreter, root: mountpoint, arguments: arguments)
         if supervise { Supervisor.run(argv, subreaper: waitForAll, waitForAll: waitForAll) }
         execute(argv)
     }
@@ -216,7 +216,7 @@ struct Launcher {
         let directory = try ExtractionCache.prepare(opened)
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", directory, 1)
-        let argv = interpreter.command(appDirectory: directory, arguments: arguments)
+        let argv = AppLayout.command(for: opened, interpreter: interpreter, root: directory, arguments: arguments)
         if getpid() == 1 { Supervisor.run(argv, subreaper: false, waitForAll: false) }
         execute(argv)
     }
