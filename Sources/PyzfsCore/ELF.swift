@@ -4,6 +4,37 @@ public struct ELFDependencies: Equatable, Sendable {
     public var needed: [String] = []
     /// Directories of DT_RUNPATH, else DT_RPATH, split on ':' (may contain `$ORIGIN`).
     public var searchPath: [String] = []
+    /// The ELF `e_machine` (62 x86-64, 183 AArch64, ...).
+    public var machine: UInt16 = 0
+    /// Symbol versions required from other objects (DT_VERNEED), such as `GLIBC_2.17`.
+    public var requiredVersions: [String] = []
+
+    public init() {}
+
+    /// The machine as Python's `platform.machine()` names it.
+    public var machineName: String {
+        switch machine {
+        case 62: return "x86_64"
+        case 183: return "aarch64"
+        case 3: return "i686"
+        case 40: return "armv7l"
+        case 21: return "ppc64le"
+        case 22: return "s390x"
+        case 243: return "riscv64"
+        default: return "machine \(machine)"
+        }
+    }
+
+    /// The highest `GLIBC_x.y` version required, as (x, y).
+    public var glibcRequired: (Int, Int)? {
+        var best: (Int, Int)? = nil
+        for v in requiredVersions where v.hasPrefix("GLIBC_") {
+            let parts = v.dropFirst(6).split(separator: ".").compactMap { Int($0) }
+            guard parts.count >= 2 else { continue }
+            if best == nil || (parts[0], parts[1]) > best! { best = (parts[0], parts[1]) }
+        }
+        return best
+    }
 
     /// Whether `header` starts like an ELF file.
     public static func isELF(_ header: UnsafeRawBufferPointer) -> Bool {
@@ -47,6 +78,7 @@ public struct ELFDependencies: Equatable, Sendable {
         let entrySize = is64 ? 16 : 8
         var needed: [UInt64] = [], runpath: UInt64? = nil, rpath: UInt64? = nil
         var strtab: UInt64? = nil, strsz: UInt64 = 0
+        var verneed: UInt64? = nil, verneedCount: UInt64 = 0
         let count = Int(min(dynamic.size, UInt64(file.count))) / entrySize
         for i in 0..<count {
             let e = Int(dynamic.offset) + i * entrySize
@@ -58,6 +90,8 @@ public struct ELFDependencies: Equatable, Sendable {
             case 10: strsz = value             // DT_STRSZ
             case 15: rpath = value             // DT_RPATH
             case 29: runpath = value           // DT_RUNPATH
+            case 0x6fff_fffe: verneed = value  // DT_VERNEED
+            case 0x6fff_ffff: verneedCount = value  // DT_VERNEEDNUM
             default: continue
             }
             if tag == 0 { break }
@@ -73,7 +107,23 @@ public struct ELFDependencies: Equatable, Sendable {
             return String(decoding: UnsafeRawBufferPointer(rebasing: file[start..<end]), as: UTF8.self)
         }
         var result = ELFDependencies()
+        result.machine = UInt16(u16(18) ?? 0)
         result.needed = needed.compactMap(string)
+        // Verneed entries and their aux entries, 16 bytes each in both classes; bounded loops.
+        if let verneed, var entry = fileOffset(ofAddress: verneed) {
+            for _ in 0..<min(verneedCount, 64) {
+                guard let count = u16(entry + 2), let aux = u32(entry + 8), let next = u32(entry + 12) else { break }
+                var a = entry + Int(aux)
+                for _ in 0..<min(count, 256) {
+                    guard let name = u32(a + 8), let nextAux = u32(a + 12) else { break }
+                    if let s = string(name) { result.requiredVersions.append(s) }
+                    if nextAux == 0 { break }
+                    a += Int(nextAux)
+                }
+                if next == 0 { break }
+                entry += Int(next)
+            }
+        }
         if let path = (runpath ?? rpath).flatMap(string) {
             result.searchPath = path.split(separator: ":").map(String.init)
         }

@@ -38,20 +38,22 @@ struct Launcher {
         let opened: OpenedArchive
         do { opened = try openArchive(archive, options: options) } catch { throw Failure(Exit.runFailed, error.message) }
         let interpreter = try Interpreter.resolve(python: python, opened: opened)
+        let check = StartCheck.begin(interpreter, opened: opened)
 
         var refusal: MountRefusal? = nil
         if useNamespace {
-            do { try launchInNamespace(opened, options: options, interpreter: interpreter) } catch let r { refusal = r }
+            do { try launchInNamespace(opened, options: options, interpreter: interpreter, check: check) } catch let r { refusal = r }
         }
         // Without a namespace (asked for, or none could be made): the caller's namespace.
         if !useNamespace || refusal?.allowsPlainMount == true {
-            do { try launchWithoutNamespace(opened, options: options, interpreter: interpreter) } catch let r {
+            do { try launchWithoutNamespace(opened, options: options, interpreter: interpreter, check: check) } catch let r {
                 if refusal == nil || refusal?.isNamespaceOnly == true { refusal = r }
             }
         }
         let reason = refusal ?? .failed("no mount could be made")
         if fallbackToExtract {
             log.warning("\(reason.explanation); running from an extracted copy instead (--fallback=extract)")
+            StartCheck.warn(check?(), opened: opened)
             try runExtracted(opened, interpreter: interpreter)
         }
         throw Failure(Exit.runFailed, "cannot mount \(opened.path): \(reason.explanation); \(reason.fix), or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
@@ -59,7 +61,8 @@ struct Launcher {
 
     // MARK: namespace mode
 
-    private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter) throws(MountRefusal) {
+    private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter,
+                                   check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
         let mountpoint = try makeMountDirectory()
         var channel: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
@@ -118,6 +121,7 @@ struct Launcher {
             throw .failed("the server exited before the mount was ready")
         }
         close(ready[0])
+        StartCheck.warn(check?(), opened: opened)
         startApp(interpreter, opened: opened, mountpoint: mountpoint, supervise: getpid() == 1, waitForAll: false)
     }
 
@@ -147,7 +151,8 @@ struct Launcher {
 
     // MARK: the caller's namespace
 
-    private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter) throws(MountRefusal) {
+    private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter,
+                                        check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
         if access("/dev/fuse", F_OK) != 0 { throw .noDevice }
         if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
             throw .noFusermount
@@ -190,6 +195,7 @@ struct Launcher {
         close(server.fd)
         guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", mountpoint) }
         close(ready[0])
+        StartCheck.warn(check?(), opened: opened)
         // lifetime[1] stays open (close-on-exec) until this process exits.
         startApp(interpreter, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true)
     }

@@ -14,6 +14,8 @@ struct ELFTests {
         let deps = try #require(data.withUnsafeBytes { ELFDependencies.parse($0) })
         #expect(deps.needed.contains("libc.so.6"))
         #expect(deps.needed.contains { $0.hasPrefix("libz.so") })
+        #expect(deps.machineName == "x86_64" || deps.machineName == "aarch64")
+        #expect(deps.glibcRequired != nil, "libzip requires versioned glibc symbols: \(deps.requiredVersions)")
     }
 
     @Test("truncated or garbled files give nil, never a crash")

@@ -1,0 +1,155 @@
+/// What a Python interpreter can load (the facts `pyzfs inspect` gathers from it).
+public struct InterpreterFacts: Codable, Sendable, Equatable {
+    public var version: String        // "3.11.7"
+    public var implementation: String // "cpython"
+    public var cacheTag: String?      // "cpython-311"
+    public var soabi: String?         // "cpython-311-x86_64-linux-gnu"
+    public var machine: String        // "x86_64"
+    public var libc: String           // "glibc" or "musl" (or "" when unknown)
+    public var libcVersion: String    // "2.36"
+
+    public init(version: String, implementation: String, cacheTag: String?, soabi: String?,
+                machine: String, libc: String, libcVersion: String) {
+        self.version = version
+        self.implementation = implementation
+        self.cacheTag = cacheTag
+        self.soabi = soabi
+        self.machine = machine
+        self.libc = libc
+        self.libcVersion = libcVersion
+    }
+
+    var minor: (Int, Int)? {
+        let p = version.split(separator: ".").compactMap { Int($0) }
+        return p.count >= 2 ? (p[0], p[1]) : nil
+    }
+
+    var libcPair: (Int, Int)? {
+        let p = libcVersion.split(separator: ".").compactMap { Int($0) }
+        return p.count >= 2 ? (p[0], p[1]) : nil
+    }
+
+    /// "3.11 on x86_64 with glibc 2.36".
+    public var summary: String {
+        let v = minor.map { "\($0.0).\($0.1)" } ?? version
+        return "\(v) on \(machine)\(libc.isEmpty ? "" : " with \(libc) \(libcVersion)")"
+    }
+}
+
+/// The ABI an extension module's file name claims (PEP 3149, PEP 384).
+public struct ExtensionTag: Equatable, Sendable {
+    /// "cpython-311" style tag, "abi3", or nil for an untagged `.so`.
+    public var abi: String?
+    /// "x86_64-linux-gnu" style platform triplet, if the name has one.
+    public var platform: String?
+
+    /// Parses `mod.cpython-311-x86_64-linux-gnu.so`, `mod.abi3.so`, `mod.so`.
+    public init?(fileName: String) {
+        guard fileName.hasSuffix(".so") else { return nil }
+        let parts = fileName.dropLast(3).split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 2 else { abi = nil; platform = nil; return }
+        let tag = String(parts[parts.count - 1])
+        if tag == "abi3" { abi = "abi3"; platform = nil; return }
+        if tag.hasPrefix("cpython-") || tag.hasPrefix("pypy") {
+            let fields = tag.split(separator: "-", maxSplits: 2)
+            abi = fields.prefix(2).joined(separator: "-")
+            platform = fields.count > 2 ? String(fields[2]) : nil
+            return
+        }
+        abi = nil
+        platform = nil
+    }
+}
+
+/// A wheel tag such as `cp311-cp311-manylinux_2_17_x86_64` (PEP 425, PEP 600, PEP 656).
+public struct WheelTag: Equatable, Sendable, CustomStringConvertible {
+    public var python: String
+    public var abi: String
+    public var platform: String
+
+    public init?(_ text: String) {
+        let f = text.split(separator: "-")
+        guard f.count == 3 else { return nil }
+        python = String(f[0]); abi = String(f[1]); platform = String(f[2])
+    }
+
+    public var description: String { "\(python)-\(abi)-\(platform)" }
+
+    /// The glibc a manylinux platform needs: `manylinux_2_28_x86_64` -> (2, 28); the legacy
+    /// aliases manylinux1 (2.5), manylinux2010 (2.12), manylinux2014 (2.17).
+    public var glibc: (Int, Int)? {
+        if platform.hasPrefix("manylinux1_") { return (2, 5) }
+        if platform.hasPrefix("manylinux2010_") { return (2, 12) }
+        if platform.hasPrefix("manylinux2014_") { return (2, 17) }
+        guard platform.hasPrefix("manylinux_") else { return nil }
+        let f = platform.dropFirst("manylinux_".count).split(separator: "_")
+        guard f.count >= 2, let a = Int(f[0]), let b = Int(f[1]) else { return nil }
+        return (a, b)
+    }
+
+    public var isMusl: Bool { platform.hasPrefix("musllinux_") }
+
+    /// The machine a platform tag names (`x86_64`, `aarch64`), or nil for `any`.
+    public var machine: String? {
+        guard platform != "any" else { return nil }
+        for m in ["x86_64", "aarch64", "i686", "armv7l", "ppc64le", "s390x", "riscv64"] where platform.hasSuffix("_" + m) {
+            return m
+        }
+        return nil
+    }
+}
+
+/// Why a native extension or a wheel cannot load in an interpreter; nil when it can.
+public enum Compatibility {
+    /// Problems of one extension module, from its file name and ELF facts.
+    public static func problems(extensionNamed name: String, elf: ELFDependencies?, for target: InterpreterFacts) -> [String] {
+        var out: [String] = []
+        if let tag = ExtensionTag(fileName: name), let abi = tag.abi, abi != "abi3" {
+            if let soabi = target.soabi, !soabi.hasPrefix(abi) {
+                out.append("built for \(abi), the interpreter is \(target.implementation) \(target.minor.map { "\($0.0).\($0.1)" } ?? target.version)")
+            }
+            if let platform = tag.platform, let soabi = target.soabi, soabi.split(separator: "-", maxSplits: 2).count == 3,
+               !soabi.hasSuffix(platform) {
+                out.append("built for \(platform), the interpreter's is \(soabi.split(separator: "-", maxSplits: 2)[2])")
+            }
+        }
+        if let elf {
+            if elf.machine != 0 && elf.machineName != target.machine {
+                out.append("machine code for \(elf.machineName), the interpreter runs on \(target.machine)")
+            }
+            if let need = elf.glibcRequired, target.libc == "glibc", let have = target.libcPair, need > have {
+                out.append("needs glibc \(need.0).\(need.1), the system has \(have.0).\(have.1)")
+            }
+            if target.libc == "musl" && !elf.requiredVersions.filter({ $0.hasPrefix("GLIBC_") }).isEmpty {
+                out.append("linked against glibc, the system's libc is musl")
+            }
+        }
+        return out
+    }
+
+    /// Problems of a wheel tag set: none when any tag fits.
+    public static func problems(wheelTags tags: [WheelTag], for target: InterpreterFacts) -> [String] {
+        guard !tags.isEmpty else { return [] }
+        var reasons: [String] = []
+        for tag in tags {
+            var r: [String] = []
+            if let m = tag.machine, m != target.machine { r.append("for \(m)") }
+            if let g = tag.glibc {
+                if target.libc == "musl" { r.append("for glibc") }
+                else if let have = target.libcPair, g > have { r.append("needs glibc \(g.0).\(g.1)") }
+            }
+            if tag.isMusl && target.libc == "glibc" { r.append("for musl") }
+            if tag.python.hasPrefix("cp"), tag.abi != "abi3", tag.abi != "none",
+               let minor = target.minor, tag.python != "cp\(minor.0)\(minor.1)" {
+                r.append("for \(tag.python)")
+            }
+            if tag.abi == "abi3", tag.python.hasPrefix("cp3"), let v = Int(tag.python.dropFirst(3)), let minor = target.minor,
+               minor.0 == 3 && minor.1 < v {
+                r.append("needs Python 3.\(v)+")
+            }
+            if r.isEmpty { return [] }
+            reasons.append("\(tag): \(r.joined(separator: ", "))")
+        }
+        return reasons
+    }
+}

@@ -1,0 +1,363 @@
+import ArgumentParser
+import FoundationEssentials
+import PyzfsCore
+import PyzfsZip
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show what an archive holds and whether its native extensions load in an interpreter.",
+        discussion: """
+        Without mounting: the prefix and #! line, the kind of app (zipapp, shiv, pex), the \
+        distributions with their wheel tags, every native extension checked against the \
+        interpreter (the archive's #! one by default, or --python) for Python version and ABI, \
+        machine, and libc kind and version (manylinux/musllinux level, glibc symbol versions), \
+        shared libraries stored compressed (inflated on first use), bytecode, members the linked \
+        libraries cannot decompress, encrypted members and symlinks out of the archive.
+        Exit codes: 0 (also when problems are found; see the JSON's "problems"), 65, 66 as for mount.
+        """)
+
+    @Argument(help: "The zipapp or zip file.")
+    var archive: String
+
+    @Option(help: ArgumentHelp("The interpreter to check against (default: the archive's #! line).", valueName: "path"))
+    var python: String?
+
+    @Flag(help: "Print JSON for tools.")
+    var json = false
+
+    func run() throws {
+        var options = MountOptions()
+        options.pycache = .off
+        LogSink.shared.setLevel(.error)  // the report says what the mount would warn about
+        let opened = try openArchive(archive, options: options)
+        let report = Inspector(opened: opened).report(python: python)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(report)
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(report.text)
+        }
+    }
+}
+
+/// What `pyzfs inspect` reports.
+struct InspectionReport: Codable {
+    struct Distribution: Codable { var name: String; var version: String; var tags: [String]; var path: String; var problems: [String] }
+    struct Extension: Codable {
+        var path: String; var size: UInt64; var compressed: Bool; var machine: String?; var glibc: String?; var problems: [String]
+    }
+    var archive: String
+    var size: UInt64
+    var members: Int
+    var prefixBytes: UInt64
+    var prefixCountedInOffsets: Bool
+    var interpreterLine: String?
+    var kind: String
+    var entryPoint: String?
+    var interpreter: InterpreterFacts?
+    var interpreterPath: String?
+    var interpreterNote: String?
+    var distributions: [Distribution]
+    var extensions: [Extension]
+    var sharedLibraries: [Extension]
+    var compressedSharedLibraryBytes: UInt64
+    var timestampPycs: Int
+    var hashPycs: Int
+    var sourcesWithoutBytecode: Int
+    var undecodable: [String]
+    var encrypted: [String]
+    var outOfTreeSymlinks: [String]
+    var skippedNames: [String]
+    var problems: [String]
+
+    var text: String {
+        var t: [String] = []
+        t.append("archive: \(archive) (\(formatSize(size)), \(members) members)")
+        if prefixBytes > 0 {
+            t.append("prefix: \(prefixBytes) bytes\(interpreterLine.map { ", #!\($0)" } ?? "")\(prefixCountedInOffsets ? "" : " (cat-ed onto the zip: offsets do not count it)")")
+        }
+        t.append("kind: \(kind)\(entryPoint.map { ", entry point \($0)" } ?? "")")
+        if let f = interpreter {
+            t.append("interpreter: \(interpreterPath ?? "?") (\(f.implementation) \(f.version) on \(f.machine)\(f.libc.isEmpty ? "" : " with \(f.libc) \(f.libcVersion)"))")
+        } else if let note = interpreterNote {
+            t.append("interpreter: \(note)")
+        }
+        t.append("distributions (\(distributions.count)):")
+        for d in distributions {
+            t.append("  \(d.name) \(d.version)  \(d.tags.joined(separator: ", "))")
+        }
+        let bad = extensions.filter { !$0.problems.isEmpty }
+        t.append("native extensions: \(extensions.count)\(interpreter == nil ? "" : bad.isEmpty ? ", all loadable by this interpreter" : ", \(bad.count) cannot load")")
+        t.append("vendored shared libraries: \(sharedLibraries.count)")
+        let compressed = (extensions + sharedLibraries).filter(\.compressed)
+        if !compressed.isEmpty {
+            t.append("shared libraries stored compressed: \(compressed.count) (\(formatSize(compressedSharedLibraryBytes))), each inflated on first use; pyzfs optimize stores them")
+        }
+        t.append("bytecode: \(timestampPycs) timestamp pycs, \(hashPycs) hash-based pycs, \(sourcesWithoutBytecode) sources without bytecode")
+        t.append("members the linked libraries cannot decompress: \(undecodable.isEmpty ? "none" : undecodable.joined(separator: ", "))")
+        t.append("encrypted members: \(encrypted.isEmpty ? "none" : encrypted.joined(separator: ", "))")
+        t.append("symlinks out of the archive (hidden): \(outOfTreeSymlinks.isEmpty ? "none" : outOfTreeSymlinks.joined(separator: ", "))")
+        if !skippedNames.isEmpty { t.append("skipped names: \(skippedNames.count) (pyzfs mount lists them)") }
+        if problems.isEmpty {
+            t.append("problems: none")
+        } else {
+            t.append("problems (\(problems.count)):")
+            for p in problems { t.append("  " + p) }
+        }
+        return t.joined(separator: "\n")
+    }
+}
+
+/// Gathers an `InspectionReport`.
+struct Inspector {
+    let opened: OpenedArchive
+    var fs: ArchiveFileSystem { opened.filesystem }
+    var tree: Tree { fs.tree }
+
+    func bytes(of node: Int, limit: UInt64 = 1 << 30) -> [UInt8]? {
+        guard tree.nodes[node].kind == .file, tree.nodes[node].entry >= 0 else { return nil }
+        return try? fs.reader.readWhole(Int(tree.nodes[node].entry), limit: limit)
+    }
+
+    func report(python: String?) -> InspectionReport {
+        let index = opened.index
+        let line = Zipapp.interpreterLine(of: opened.file, index: index)
+        var facts: InterpreterFacts? = nil
+        var interpreterPath: String? = nil
+        var note: String? = nil
+        do {
+            let interpreter = try Interpreter.resolve(python: python, opened: opened)
+            interpreterPath = interpreter.path
+            facts = InterpreterProbe.facts(of: interpreter.path)
+            if facts == nil { note = "\(interpreter.path) did not answer; compatibility not checked" }
+        } catch {
+            note = "\(error.message); compatibility not checked"
+        }
+
+        var distributions: [InspectionReport.Distribution] = []
+        var extensions: [InspectionReport.Extension] = []
+        var libraries: [InspectionReport.Extension] = []
+        var compressedBytes: UInt64 = 0
+        var timestamp = 0, hashed = 0
+        var undecodable: [String] = [], encrypted: [String] = []
+        for (i, node) in tree.nodes.enumerated() where !node.isHidden {
+            let name = String(decoding: tree.name(of: i), as: UTF8.self)
+            if node.kind == .directory && name.hasSuffix(".dist-info") {
+                distributions.append(distribution(i, name: name, facts: facts))
+                continue
+            }
+            guard node.kind == .file else { continue }
+            let entry = index.entries[Int(node.entry)]
+            let path = tree.path(of: i)
+            if entry.isEncrypted { encrypted.append(path); continue }
+            if entry.method != 0 && entry.method != 8 && !LibzipDecoder.supports(method: entry.method) {
+                undecodable.append("\(path) (\(compressionMethodName(entry.method)))")
+                continue
+            }
+            if name.hasSuffix(".pyc") {
+                if let head = try? fs.read(i, offset: 0, count: 16, { Array($0) }), head.count >= 8 {
+                    if head[4] & 1 == 0 { timestamp += 1 } else { hashed += 1 }
+                }
+                continue
+            }
+            guard name.hasSuffix(".so") || name.contains(".so.") else { continue }
+            let elf = bytes(of: i).flatMap { b in b.withUnsafeBytes { ELFDependencies.parse($0) } }
+            let inLibs = tree.path(of: Int(node.parent)).hasSuffix(".libs")
+            var problems = facts.map { Compatibility.problems(extensionNamed: name, elf: elf, for: $0) } ?? []
+            if elf == nil { problems.append("not a readable ELF shared object") }
+            let item = InspectionReport.Extension(
+                path: path, size: entry.uncompressedSize, compressed: entry.method != 0, machine: elf?.machineName,
+                glibc: elf?.glibcRequired.map { "\($0.0).\($0.1)" }, problems: problems)
+            if entry.method != 0 { compressedBytes += entry.uncompressedSize }
+            if inLibs || !name.hasSuffix(".so") { libraries.append(item) } else { extensions.append(item) }
+        }
+        let sources = fs.bytecode.sources(in: tree)
+        let hidden = tree.warnings.filter { $0.reason.hasPrefix("hidden: the symlink") }.map(\.name)
+        let skipped = tree.warnings.filter { $0.reason.hasPrefix("skipped") }.map(\.description)
+
+        var problems: [String] = []
+        for e in extensions + libraries where !e.problems.isEmpty {
+            problems.append("\(e.path): \(e.problems.joined(separator: "; "))\(facts.map { " (this interpreter: \($0.summary))" } ?? "")")
+        }
+        for d in distributions where !d.problems.isEmpty {
+            problems.append("\(d.name) \(d.version): no wheel tag fits this interpreter (\(d.problems.joined(separator: "; ")))")
+        }
+        problems += undecodable.map { "\($0): the linked libraries cannot decompress it (reads fail with EIO)" }
+        problems += encrypted.map { "\($0): encrypted (reads fail with EACCES)" }
+        let (kind, entryPoint) = kindAndEntryPoint()
+        return InspectionReport(
+            archive: opened.path, size: opened.file.size, members: index.entries.count, prefixBytes: index.dataStart,
+            prefixCountedInOffsets: index.offsetShift == 0, interpreterLine: line?.joined(separator: " "), kind: kind,
+            entryPoint: entryPoint, interpreter: facts, interpreterPath: interpreterPath, interpreterNote: note,
+            distributions: distributions, extensions: extensions, sharedLibraries: libraries,
+            compressedSharedLibraryBytes: compressedBytes, timestampPycs: timestamp, hashPycs: hashed,
+            sourcesWithoutBytecode: sources.withoutBytecode, undecodable: undecodable, encrypted: encrypted,
+            outOfTreeSymlinks: hidden, skippedNames: skipped, problems: problems)
+    }
+
+    func distribution(_ i: Int, name: String, facts: InterpreterFacts?) -> InspectionReport.Distribution {
+        var dname = String(name.dropLast(".dist-info".count))
+        var version = ""
+        if let dash = dname.lastIndex(of: "-") {
+            version = String(dname[dname.index(after: dash)...])
+            dname = String(dname[..<dash])
+        }
+        func field(_ text: String, _ key: String) -> [String] {
+            text.split(separator: "\n").filter { $0.hasPrefix(key + ": ") }.map { String($0.dropFirst(key.count + 2)).trimmingCharacters(in: " \r") }
+        }
+        if let m = tree.child(of: i, named: "METADATA"), let text = bytes(of: m, limit: 1 << 20).map({ String(decoding: $0, as: UTF8.self) }) {
+            dname = field(text, "Name").first ?? dname
+            version = field(text, "Version").first ?? version
+        }
+        var tags: [String] = []
+        if let w = tree.child(of: i, named: "WHEEL"), let text = bytes(of: w, limit: 1 << 20).map({ String(decoding: $0, as: UTF8.self) }) {
+            tags = field(text, "Tag")
+        }
+        let problems = facts.map { Compatibility.problems(wheelTags: tags.compactMap(WheelTag.init), for: $0) } ?? []
+        return .init(name: dname, version: version, tags: tags, path: tree.path(of: i), problems: problems)
+    }
+
+    func kindAndEntryPoint() -> (String, String?) {
+        if let n = tree.lookup(path: "environment.json"), let b = bytes(of: n, limit: 1 << 20) {
+            return ("shiv", jsonField(b, "entry_point") ?? jsonField(b, "script").map { "script \($0)" })
+        }
+        if let n = tree.lookup(path: "PEX-INFO"), let b = bytes(of: n, limit: 1 << 20) {
+            return ("pex", jsonField(b, "entry_point") ?? jsonField(b, "script").map { "script \($0)" })
+        }
+        if tree.lookup(path: "__main__.py") != nil { return ("zipapp (__main__.py)", nil) }
+        return ("zip (no __main__.py)", nil)
+    }
+
+    /// A top-level string field of a JSON object.
+    func jsonField(_ bytes: [UInt8], _ key: String) -> String? {
+        guard let object = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(bytes)) else { return nil }
+        if case let .string(s) = object[key] { return s }
+        return nil
+    }
+}
+
+/// A JSON value of which only strings matter here.
+enum JSONScalar: Decodable {
+    case string(String), other
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) { self = .string(s) } else { self = .other }
+    }
+}
+
+/// Asks an interpreter what it can load, in a few milliseconds (-I -S: no site, no imports but
+/// os and sys), so that pyzfs run can afford it while it mounts.
+struct InterpreterProbe {
+    static let script = """
+    import os, sys
+    i = sys.implementation
+    v = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
+    libc, _, version = (v or "musl ").partition(" ") if getattr(i, "_multiarch", "").endswith("musl") or v else ("", "", "")
+    print("|".join([".".join(map(str, sys.version_info[:3])), i.name, i.cache_tag or "",
+                    (i.cache_tag + "-" + i._multiarch) if getattr(i, "_multiarch", None) and i.cache_tag else "",
+                    os.uname().machine, libc, version]))
+    """
+    let pid: pid_t
+    let fd: Int32
+
+    /// Starts the interpreter; `finish()` collects its answer.
+    static func start(_ python: String) -> InterpreterProbe? {
+        var fds: [Int32] = [-1, -1]
+        guard makePipe(&fds) else { return nil }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var pid: pid_t = 0
+        let arguments = [python, "-I", "-S", "-c", Self.script]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let rc = posix_spawn(&pid, python, &actions, nil, &argv, environ)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); return nil }
+        return InterpreterProbe(pid: pid, fd: fds[0])
+    }
+
+    /// The interpreter's answer (nil if it gave none).
+    func finish() -> InterpreterFacts? {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out += chunk[0..<n]
+        }
+        close(fd)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let f = String(decoding: out, as: UTF8.self).trimmingCharacters(in: " \n").split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        guard f.count == 7, !f[0].isEmpty else { return nil }
+        return InterpreterFacts(version: f[0], implementation: f[1], cacheTag: f[2].isEmpty ? nil : f[2],
+                                soabi: f[3].isEmpty ? nil : f[3], machine: f[4], libc: f[5], libcVersion: f[6])
+    }
+
+    static func facts(of python: String) -> InterpreterFacts? { start(python)?.finish() }
+
+    /// The facts of a CPython binary named `pythonX.Y` (after symlinks) on this system, without
+    /// running it; nil for anything else (a wrapper, a pyenv shim), which must be asked.
+    static func quickFacts(of python: String) -> InterpreterFacts? {
+        guard let real = realpath(python, nil) else { return nil }
+        defer { free(real) }
+        let name = String(string(fromCString: real).split(separator: "/").last ?? "")
+        guard name.hasPrefix("python"), let dot = name.firstIndex(of: "."),
+              let major = Int(name[name.index(name.startIndex, offsetBy: 6)..<dot]),
+              let minor = Int(name[name.index(after: dot)...]) else { return nil }
+        var u = utsname()
+        uname(&u)
+        let machine = withUnsafeBytes(of: u.machine) { raw -> String in
+            let b = raw.bindMemory(to: UInt8.self)
+            return String(decoding: b[0..<(b.firstIndex(of: 0) ?? b.count)], as: UTF8.self)
+        }
+        typealias Version = @convention(c) () -> UnsafePointer<CChar>?
+        let glibc = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "gnu_get_libc_version")
+            .flatMap { unsafeBitCast($0, to: Version.self)() }.map { string(fromCString: $0) }
+        let tag = "cpython-\(major)\(minor)"
+        return InterpreterFacts(version: "\(major).\(minor)", implementation: "cpython", cacheTag: tag,
+                                soabi: glibc == nil ? nil : "\(tag)-\(machine)-linux-gnu", machine: machine,
+                                libc: glibc == nil ? "" : "glibc", libcVersion: glibc ?? "")
+    }
+}
+
+/// The warnings pyzfs run prints before starting an app whose native extensions cannot load in
+/// the chosen interpreter (the check of pyzfs inspect, on file names and wheel tags only).
+enum StartCheck {
+    /// Starts finding out about the interpreter while the mount is made.
+    static func begin(_ interpreter: Interpreter, opened: OpenedArchive) -> (() -> InterpreterFacts?)? {
+        let tree = opened.filesystem.tree
+        let tagged = tree.nodes.indices.contains { i in
+            tree.nodes[i].kind == .file && ExtensionTag(fileName: String(decoding: tree.name(of: i), as: UTF8.self))?.abi?.hasPrefix("cpython-") == true
+        }
+        guard tagged, readEnvironment("PYZFS_NO_CHECK") == nil else { return nil }
+        if let quick = InterpreterProbe.quickFacts(of: interpreter.path) { return { quick } }
+        guard let probe = InterpreterProbe.start(interpreter.path) else { return nil }
+        return { probe.finish() }
+    }
+
+    /// Warns about extensions that cannot load (at most five lines).
+    static func warn(_ facts: InterpreterFacts?, opened: OpenedArchive) {
+        guard let facts else { return }
+        let tree = opened.filesystem.tree
+        var problems: [String] = []
+        for (i, n) in tree.nodes.enumerated() where n.kind == .file && !n.isHidden {
+            let name = String(decoding: tree.name(of: i), as: UTF8.self)
+            guard name.hasSuffix(".so") else { continue }
+            let p = Compatibility.problems(extensionNamed: name, elf: nil, for: facts)
+            if !p.isEmpty { problems.append("\(tree.path(of: i)) cannot load: \(p.joined(separator: "; "))") }
+        }
+        for p in problems.prefix(5) { log.warning("\(p) (this interpreter: \(facts.summary))") }
+        if problems.count > 5 { log.warning("\(problems.count - 5) more extensions cannot load (pyzfs inspect lists them)") }
+    }
+}

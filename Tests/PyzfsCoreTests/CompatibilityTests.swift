@@ -1,0 +1,58 @@
+import PyzfsCore
+import Testing
+
+@Suite("Native extension compatibility")
+struct CompatibilityTests {
+    let cp311 = InterpreterFacts(version: "3.11.7", implementation: "cpython", cacheTag: "cpython-311",
+                                 soabi: "cpython-311-x86_64-linux-gnu", machine: "x86_64", libc: "glibc", libcVersion: "2.36")
+
+    @Test func extensionFileNames() {
+        #expect(ExtensionTag(fileName: "m.cpython-311-x86_64-linux-gnu.so") == ExtensionTag(fileName: "x.cpython-311-x86_64-linux-gnu.so"))
+        #expect(ExtensionTag(fileName: "m.cpython-311-x86_64-linux-gnu.so")?.abi == "cpython-311")
+        #expect(ExtensionTag(fileName: "m.cpython-311-x86_64-linux-gnu.so")?.platform == "x86_64-linux-gnu")
+        #expect(ExtensionTag(fileName: "m.abi3.so")?.abi == "abi3")
+        #expect(ExtensionTag(fileName: "m.so")?.abi == nil)
+        #expect(ExtensionTag(fileName: "m.py") == nil)
+    }
+
+    @Test func wheelTags() throws {
+        let t = try #require(WheelTag("cp311-cp311-manylinux_2_28_x86_64"))
+        #expect(t.glibc! == (2, 28) && t.machine == "x86_64" && !t.isMusl)
+        #expect(WheelTag("cp39-abi3-manylinux2014_aarch64")!.glibc! == (2, 17))
+        #expect(WheelTag("py3-none-any")!.machine == nil)
+        #expect(WheelTag("cp311-cp311-musllinux_1_1_x86_64")!.isMusl)
+        #expect(WheelTag("nonsense") == nil)
+    }
+
+    @Test("a wheel loads when any of its tags fits")
+    func wheelProblems() {
+        let fits = ["cp311-cp311-manylinux_2_17_x86_64", "py3-none-any", "cp38-abi3-manylinux_2_28_x86_64"]
+        for t in fits { #expect(Compatibility.problems(wheelTags: [WheelTag(t)!], for: cp311).isEmpty, "\(t)") }
+        let bad = ["cp312-cp312-manylinux_2_17_x86_64": "for cp312", "cp311-cp311-manylinux_2_39_x86_64": "needs glibc 2.39",
+                   "cp311-cp311-musllinux_1_1_x86_64": "for musl", "cp311-cp311-manylinux_2_17_aarch64": "for aarch64",
+                   "cp312-abi3-manylinux_2_17_x86_64": "needs Python 3.12+"]
+        for (t, why) in bad {
+            let p = Compatibility.problems(wheelTags: [WheelTag(t)!], for: cp311)
+            #expect(p.count == 1 && p[0].contains(why), "\(t): \(p)")
+        }
+        #expect(Compatibility.problems(wheelTags: [WheelTag("cp312-cp312-manylinux_2_17_x86_64")!,
+                                                   WheelTag("cp311-cp311-manylinux_2_17_x86_64")!], for: cp311).isEmpty)
+    }
+
+    @Test("an extension's name, machine and glibc symbol versions are checked")
+    func extensionProblems() {
+        #expect(Compatibility.problems(extensionNamed: "m.cpython-311-x86_64-linux-gnu.so", elf: nil, for: cp311).isEmpty)
+        #expect(Compatibility.problems(extensionNamed: "m.abi3.so", elf: nil, for: cp311).isEmpty)
+        let p = Compatibility.problems(extensionNamed: "m.cpython-312-aarch64-linux-gnu.so", elf: nil, for: cp311)
+        #expect(p.count == 2 && p[0].contains("cpython-312") && p[1].contains("aarch64-linux-gnu"), "\(p)")
+        var elf = ELFDependencies()
+        elf.machine = 183
+        elf.requiredVersions = ["GLIBC_2.17", "GLIBC_2.38", "GLIBCXX_3.4"]
+        #expect(elf.glibcRequired! == (2, 38))
+        let e = Compatibility.problems(extensionNamed: "m.so", elf: elf, for: cp311)
+        #expect(e.count == 2 && e[0].contains("aarch64") && e[1].contains("needs glibc 2.38"), "\(e)")
+        var musl = cp311
+        musl.libc = "musl"
+        #expect(Compatibility.problems(extensionNamed: "m.so", elf: elf, for: musl).contains { $0.contains("musl") })
+    }
+}
