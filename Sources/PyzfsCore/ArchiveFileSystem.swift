@@ -251,6 +251,8 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         let entry = tree.index.entries[index]
         let size = entry.uncompressedSize
         if offset == 0 { prefetcher?.reading(i) }
+        // An empty member still has a CRC to check (0); a mismatch says the directory lies.
+        if size == 0 && entry.crc32 != 0 { throw .member(.crcMismatch(expected: entry.crc32, actual: 0)) }
         if offset >= size || count <= 0 { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let length = Int(min(UInt64(count), size - offset))
         if entry.isEncrypted { throw .member(.encrypted) }

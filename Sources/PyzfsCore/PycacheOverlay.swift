@@ -109,6 +109,8 @@ public final class PycacheOverlay: @unchecked Sendable {
         try lock.withLock { () throws(FSError) -> Int in
             let i = Int(ino - firstInode)
             guard ino >= firstInode, i < nodes.count, nodes[i].live, !nodes[i].isDirectory, !nodes[i].sealed else { throw .readOnly }
+            // Offsets come from the kernel unchecked: anything past the budget cannot fit anyway.
+            guard offset <= UInt64(budget), data.count <= budget else { throw .noSpace }
             let end = Int(offset) + data.count
             let growth = max(0, end - nodes[i].data.count)
             guard bytes + growth <= budget else { throw .noSpace }
@@ -127,6 +129,7 @@ public final class PycacheOverlay: @unchecked Sendable {
         try lock.withLock { () throws(FSError) in
             let i = Int(ino - firstInode)
             guard ino >= firstInode, i < nodes.count, nodes[i].live, !nodes[i].isDirectory, !nodes[i].sealed else { throw .readOnly }
+            guard size <= UInt64(budget) else { throw .noSpace }
             let old = nodes[i].data.count
             guard bytes - old + Int(size) <= budget else { throw .noSpace }
             if Int(size) < old { nodes[i].data.removeLast(old - Int(size)) } else {

@@ -216,8 +216,9 @@ public struct Tree: Sendable {
         }
         if options.symlinks == .inside {
             var escaping: [UInt32] = []
-            for (s, target) in symlinkTargets.sorted(by: { $0.key < $1.key }) where !nodes[Int(s)].isHidden {
-                if resolvesOutside(link: s, target: target) { escaping.append(s) }
+            var resolution = SymlinkResolution()
+            for (s, _) in symlinkTargets.sorted(by: { $0.key < $1.key }) where !nodes[Int(s)].isHidden {
+                if resolve(link: s, &resolution) == nil { escaping.append(s) }
             }
             for s in escaping {
                 nodes[Int(s)].isHidden = true
@@ -352,17 +353,40 @@ public struct Tree: Sendable {
 
     // MARK: symlinks
 
-    /// Whether following `target` from the link's directory can leave the mount: an absolute
-    /// target, or `..` above the root, following the tree's own links on the way.
+    /// Where each link leads, computed once per link: a link met again while it is being
+    /// resolved is a loop (the kernel answers ELOOP, which leaves nothing). Without this, a link
+    /// like `l -> l/l` takes time exponential in its length.
+    struct SymlinkResolution {
+        enum State { case resolving, resolved(Int?) }
+        var states: [UInt32: State] = [:]
+    }
+
+    /// The node link `s` leads to; nil when following it leaves the mount (an absolute target,
+    /// or `..` above the root, following the tree's own links on the way).
+    private func resolve(link s: UInt32, _ resolution: inout SymlinkResolution) -> Int? {
+        let origin = Int(nodes[Int(s)].parent)
+        switch resolution.states[s] {
+        case .resolving: return origin
+        case let .resolved(r): return r
+        case nil: break
+        }
+        resolution.states[s] = .resolving
+        let result: Int?
+        if let target = symlinkTargets[s] { result = resolve(from: origin, target: target, &resolution) } else { result = origin }
+        resolution.states[s] = .resolved(result)
+        return result
+    }
+
+    /// Whether following `target` from the link's directory can leave the mount.
     func resolvesOutside(link: UInt32, target: [UInt8]) -> Bool {
-        resolve(from: Int(nodes[Int(link)].parent), target: target, depth: 0) == nil
+        var resolution = SymlinkResolution()
+        return resolve(from: Int(nodes[Int(link)].parent), target: target, &resolution) == nil
     }
 
     /// The directory (or node) a target leads to; nil when it leaves the mount. Missing
     /// components continue lexically, so `missing/../..` is judged by its `..` count.
-    private func resolve(from start: Int, target: [UInt8], depth: Int) -> Int? {
+    private func resolve(from start: Int, target: [UInt8], _ resolution: inout SymlinkResolution) -> Int? {
         if target.first == UInt8(ascii: "/") { return nil }
-        if depth > 40 { return start }  // a loop: the kernel answers ELOOP, which leaves nothing
         var cur = start
         var virtualDepth = 0  // components below `cur` that do not exist
         for part in target.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
@@ -380,8 +404,8 @@ public struct Tree: Sendable {
             case .directory: cur = Int(c)
             case .file: virtualDepth += 1
             case .symlink:
-                guard let t = symlinkTargets[c] else { virtualDepth += 1; continue }
-                guard let next = resolve(from: Int(nodes[Int(c)].parent), target: t, depth: depth + 1) else { return nil }
+                guard symlinkTargets[c] != nil else { virtualDepth += 1; continue }
+                guard let next = resolve(link: c, &resolution) else { return nil }
                 cur = next
             }
         }

@@ -117,3 +117,21 @@ final class FakeStream: MemberStream {
         return n
     }
 }
+
+@Suite("Filesystem: regressions found by fuzzing")
+struct ArchiveFileSystemRegressionTests {
+    @Test("an empty member whose CRC is not 0 fails instead of reading as empty")
+    func emptyMemberWithCRC() throws {
+        var w = ZipWriter()
+        var m = ZipWriter.Member("empty", [])
+        m.crcOverride = 0xDEAD_BEEF
+        w.members.append(m)
+        w.add("fine", "")
+        let fs = try memoryFileSystem(w)
+        #expect(throws: FSError.member(.crcMismatch(expected: 0xDEAD_BEEF, actual: 0))) {
+            try fs.read(fs.tree.lookup(path: "empty")!, offset: 0, count: 10) { _ in () }
+        }
+        #expect(try fs.read(fs.tree.lookup(path: "fine")!, offset: 0, count: 10) { $0.count } == 0)
+        #expect(throws: MemberError.self) { try fs.reader.readWhole(0) }
+    }
+}

@@ -62,3 +62,17 @@ struct PycacheOverlayTests {
         #expect(try eight.withUnsafeBytes { try o.write(g, offset: 0, bytes: $0, now: 0) } == 8)
     }
 }
+
+@Suite("In-memory bytecode cache: regressions found by fuzzing")
+struct PycacheOverlayRegressionTests {
+    @Test("sizes and offsets near 2^63 from the kernel are ENOSPC, not a trap")
+    func hugeOffsets() throws {
+        let o = PycacheOverlay(budget: 1000, firstInode: 100)
+        let dir = try o.mkdir(parent: 5, name: Array("__pycache__".utf8), now: 0)
+        let f = try o.create(parent: dir, parentIsPycache: true, name: Array("a.pyc.1".utf8), now: 0)
+        #expect(throws: FSError.noSpace) { try o.truncate(f, to: UInt64(Int.max) - 3) }
+        #expect(throws: FSError.noSpace) { try o.truncate(f, to: UInt64.max) }
+        #expect(throws: FSError.noSpace) { try [UInt8(1)].withUnsafeBytes { try o.write(f, offset: UInt64(Int.max), bytes: $0, now: 0) } }
+        #expect(throws: FSError.noSpace) { try [UInt8(1)].withUnsafeBytes { try o.write(f, offset: UInt64.max, bytes: $0, now: 0) } }
+    }
+}

@@ -106,3 +106,16 @@ struct TreeTests {
         #expect(t.children(of: Tree.root).count == 37)
     }
 }
+
+@Suite("Tree: regressions found by fuzzing")
+struct TreeRegressionTests {
+    @Test("a self-referencing link resolves in linear time (l -> l/l/.../l)")
+    func selfReferencingLink() throws {
+        var w = ZipWriter()
+        w.add("l", Array(repeating: "l", count: 200).joined(separator: "/"), mode: 0o120777)
+        w.add("a", "b/../../x", mode: 0o120777)
+        w.add("b", "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a", mode: 0o120777)
+        let fs = try memoryFileSystem(w)
+        #expect(fs.tree.lookup(path: "l") != nil)
+    }
+}
