@@ -14,7 +14,7 @@ struct Pyzfs: ParsableCommand {
         or to the file given with -o log=FILE.
         """,
         version: "pyzfs \(version)",
-        subcommands: [MountCommand.self, UnmountCommand.self, ListCommand.self, StatsCommand.self, RunCommand.self, CacheCommand.self, InspectCommand.self],
+        subcommands: [MountCommand.self, UnmountCommand.self, ListCommand.self, StatsCommand.self, RunCommand.self, CacheCommand.self, InspectCommand.self, OptimizeCommand.self],
         defaultSubcommand: MountCommand.self)
 
     /// Parses and runs; a `Failure` prints one line and exits with its code.

@@ -1,0 +1,124 @@
+import ArgumentParser
+import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct OptimizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "optimize",
+        abstract: "Rewrite an archive to mount and start fast.",
+        discussion: """
+        Writes OUTPUT from INPUT: the #! line, names, modes and times kept; shared libraries \
+        (ELF) stored uncompressed, so they are mapped straight from the archive instead of \
+        inflated on first use; everything else deflated; and for every .py an unchecked-hash \
+        pyc made by the target interpreter (--python, default the archive's #! one), which that \
+        interpreter loads without looking at the source's time or size. Existing pycs of other \
+        interpreters are kept; those of the target are replaced. The output is written beside \
+        OUTPUT and renamed into place; INPUT is never overwritten. Progress is shown on a terminal.
+        Exit codes: 0 written; 64 bad arguments; 65, 66 the input as for mount; 73 OUTPUT \
+        cannot be written or is INPUT; 127 no interpreter; 1 the rewrite failed.
+        """)
+
+    @Argument(help: "The archive to read.")
+    var input: String
+
+    @Argument(help: "The archive to write.")
+    var output: String
+
+    @Option(help: ArgumentHelp("The interpreter that compiles the pycs (default: the input's #! line).", valueName: "path"))
+    var python: String?
+
+    func run() throws {
+        var options = MountOptions()
+        options.pycache = .off
+        LogSink.shared.setLevel(.error)
+        let opened = try openArchive(input, options: options)
+        let interpreter = try Interpreter.resolve(python: python, opened: opened)
+        let target = absolutePath(output)
+        var a = stat(), b = stat()
+        if stat(target, &b) == 0, stat(opened.path, &a) == 0, a.st_dev == b.st_dev, a.st_ino == b.st_ino {
+            throw Failure(Exit.badMountPoint, "\(output) is the input archive: pyzfs optimize never overwrites its input; give another OUTPUT")
+        }
+        let directory = target.split(separator: "/").dropLast().joined(separator: "/")
+        guard access("/" + directory, W_OK) == 0 else {
+            throw Failure(Exit.badMountPoint, "cannot write \(output): \(errnoText(errno)) in /\(directory)")
+        }
+        let temporary = target + ".pyzfs-tmp-\(getpid())"
+        let progress = isatty(2) != 0 ? "1" : "0"
+        let status = runProgram([interpreter.path, "-I", "-c", Self.rewriter, opened.path, temporary, progress])
+        guard status == 0 else {
+            unlink(temporary)
+            throw Failure(Exit.failure, "the rewrite with \(interpreter.path) failed (exit \(status)); \(output) was not written")
+        }
+        guard rename(temporary, target) == 0 else {
+            let e = errno
+            unlink(temporary)
+            throw Failure(Exit.badMountPoint, "cannot write \(output): \(errnoText(e))")
+        }
+    }
+
+    /// Run by the target interpreter: zipfile to read and write (it writes the #! prefix with
+    /// absolute offsets, as zipapp does), and the interpreter's own compiler for the pycs.
+    static let rewriter = #"""
+    import importlib._bootstrap_external as bootstrap
+    import importlib.util, os, sys, zipfile
+
+    src, dst, progress = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    tag = sys.implementation.cache_tag
+    zin = zipfile.ZipFile(src)
+    infos = zin.infolist()
+    first = min((i.header_offset for i in infos), default=0)
+    with open(src, "rb") as f:
+        prefix = f.read(first)
+    # Bytecode of this interpreter is made anew; other interpreters' stays.
+    def own_pyc(name):
+        return "/__pycache__/" in "/" + name and name.endswith(".pyc") and ("." + tag + ".") in name.rsplit("/", 1)[-1]
+    stored = compiled = failed = 0
+    size_in = sum(i.file_size for i in infos)
+    done = 0
+    shown = -1
+    with open(dst, "wb") as out:
+        out.write(prefix)
+        with zipfile.ZipFile(out, "w") as zout:
+            for info in infos:
+                if own_pyc(info.filename):
+                    continue
+                data = zin.read(info)
+                new = zipfile.ZipInfo(info.filename, info.date_time)
+                new.external_attr = info.external_attr
+                new.create_system = info.create_system
+                new.comment = info.comment
+                shared = data[:4] == b"\x7fELF"
+                new.compress_type = zipfile.ZIP_STORED if (shared or info.is_dir()) else zipfile.ZIP_DEFLATED
+                stored += shared
+                zout.writestr(new, data)
+                if info.filename.endswith(".py") and not info.is_dir():
+                    head, _, base = info.filename.rpartition("/")
+                    try:
+                        code = compile(data, info.filename, "exec", dont_inherit=True)
+                    except (SyntaxError, ValueError):
+                        failed += 1
+                    else:
+                        pyc = bootstrap._code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False)
+                        name = (head + "/" if head else "") + "__pycache__/" + base[:-3] + "." + tag + ".pyc"
+                        p = zipfile.ZipInfo(name, info.date_time)
+                        p.external_attr = 0o100644 << 16
+                        p.create_system = 3
+                        p.compress_type = zipfile.ZIP_DEFLATED
+                        zout.writestr(p, bytes(pyc))
+                        compiled += 1
+                done += info.file_size
+                if progress and size_in:
+                    pct = done * 100 // size_in
+                    if pct != shown:
+                        shown = pct
+                        sys.stderr.write(f"\rpyzfs: optimizing {os.path.basename(src)}: {pct}%")
+    if progress:
+        sys.stderr.write("\n")
+    os.chmod(dst, os.stat(src).st_mode & 0o777)
+    print(f"{dst.rsplit('.pyzfs-tmp-', 1)[0]}: {len(infos)} members, {stored} shared libraries stored, "
+          f"{compiled} unchecked-hash pycs for {tag}" + (f", {failed} sources that do not compile left as they are" if failed else "")
+          + f"; {os.path.getsize(src)} -> {os.path.getsize(dst)} bytes")
+    """#
+}
