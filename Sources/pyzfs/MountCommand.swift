@@ -17,37 +17,45 @@ struct MountCommand: ParsableCommand {
         with a warning; the one exception is bytecode (see pycache=). Unmount with \
         'pyzfs unmount MOUNTPOINT' (or fusermount3 -u, or umount).
 
-        Options (-o, comma-separated):
-          cache_size=SIZE   memory for decompressed members (256M, 1G; default: an eighth of
-                            the memory this process may use, cgroup limit included, 64M-1G)
-          uid=N, gid=N      owner and group of every file (default: the mounting user's)
-          umask=OCT         permission bits cleared from every mode (e.g. 022)
-          log=FILE          log file of the background server (default: syslog)
-          symlinks=inside|all
-                            links pointing out of the mount are hidden (inside, the default)
-                            or shown as they are (all)
-          pycache=auto|memory|off
-                            memory: CPython may write .pyc files into __pycache__ directories;
-                            they are held in memory until unmount, so each module is compiled
-                            once per mount (the kernel mount is then rw; every other write is
-                            still refused with EROFS). auto (the default) chooses memory when
-                            most .py files of the archive have no pyc beside them (shiv, pex)
-          pycache_size=SIZE bytes of bytecode held at most (default 64M; beyond, CPython just
-                            does not cache)
-          prefetch=N        threads that decompress shared libraries before they are read
-                            (default: one less than the CPUs, at least 1; 0 disables)
-          threads=N         threads answering reads that wait for a decompression or the disk
-                            (default: the CPUs, at least 2)
-          allow_other, allow_root, default_permissions, auto_unmount, fsname=, subtype=,
-          max_read=, noexec, noatime and the other mount(8) flags are passed to libfuse;
-          defaults, nofail, _netdev, auto, noauto, user(s), x-* (fstab words) are ignored.
+        Options (-o, comma-separated; each paragraph below is one):
+
+        cache_size=SIZE: memory for decompressed members, such as 256M or 1G (default: an \
+        eighth of the memory this process may use, cgroup limit included, between 64M and 1G).
+
+        uid=N, gid=N: owner and group of every file (default: the mounting user's).
+
+        umask=OCT: permission bits cleared from every mode, such as 022.
+
+        log=FILE: the log file of the background server (default: syslog).
+
+        symlinks=inside|all: links pointing out of the mount are hidden (inside, the default) \
+        or shown as they are (all).
+
+        pycache=auto|memory|off: with memory, CPython may write .pyc files into __pycache__ \
+        directories; they are held in memory until unmount, so each module is compiled once \
+        per mount (the kernel mount is then rw; every other write is still refused with EROFS). \
+        auto (the default) chooses memory when most .py files have no pyc beside them (shiv, pex).
+
+        pycache_size=SIZE: bytes of bytecode held at most (default 64M; beyond, CPython just \
+        does not cache).
+
+        prefetch=N: threads that decompress shared libraries before they are read (default: \
+        one less than the CPUs, at least 1; 0 disables).
+
+        threads=N: threads answering reads that wait for a decompression or the disk (default: \
+        the CPUs, at least 2).
+
+        allow_other, allow_root, default_permissions, auto_unmount, fsname=, subtype=, \
+        max_read=, noexec, noatime and the other mount(8) flags are passed to libfuse; \
+        defaults, nofail, _netdev, auto, noauto, user(s) and x-* (fstab words) are ignored. \
         Any other option is an error.
 
-        As an fstab entry (mount.fuse3 runs 'pyzfs ARCHIVE MOUNTPOINT -o OPTS'):
-          /opt/app.pyz  /mnt/app  fuse.pyzfs  allow_other,nofail  0 0
+        As an fstab entry (mount(8) runs /sbin/mount.fuse.pyzfs, or mount.fuse3, which runs \
+        'pyzfs ARCHIVE MOUNTPOINT -o OPTIONS'): \
+        /opt/app.pyz /mnt/app fuse.pyzfs allow_other,nofail 0 0
 
-        Exit codes: 0 mounted; 64 bad option; 65 not a zip or damaged; 66 archive unreadable;
-        69 FUSE unavailable; 70 internal error; 71 mount failed; 73 bad mount point;
+        Exit codes: 0 mounted; 64 bad option; 65 not a zip or damaged; 66 archive unreadable; \
+        69 FUSE unavailable; 70 internal error; 71 mount failed; 73 bad mount point; \
         75 mount point in use; 77 no permission (docs/errors.md).
         """)
 
