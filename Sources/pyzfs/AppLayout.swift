@@ -1,11 +1,128 @@
+import Logging
 import PyzfsCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How an app in an archive is started from its mount: plain zipapps run `__main__.py`; shiv and
 /// pex archives (whose own start-up code would extract them into ~/.shiv or ~/.cache/pex) are
-/// started in place from their metadata.
-enum AppLayout {
-    /// The command that runs the app mounted on (or extracted to) `root`.
-    static func command(for opened: OpenedArchive, interpreter: Interpreter, root: String, arguments: [String]) -> [String] {
-        interpreter.command(appDirectory: root, arguments: arguments)
+/// started in place from their metadata (`BundledApp`), by a small Python program
+/// (`AppLayout.bootstrap`) that sets sys.path, the environment and sys.argv as the tool would,
+/// with the mount in place of the extracted copy, and runs the entry point. Nothing is written.
+///
+/// Made in two steps: `init` reads and checks the metadata (before mounting, so a malformed
+/// archive fails with nothing to undo), `command(root:)` gives the command once `root` is known.
+struct AppLayout {
+    let interpreter: Interpreter
+    let arguments: [String]
+    /// The shiv or pex metadata; nil for a plain zipapp.
+    let bundled: BundledApp?
+    /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
+    let settings: [String]
+
+    /// Reads the archive's shiv or pex metadata and the tools' overrides in `environment`.
+    /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,
+    ///   names a script the archive does not have, or an override is invalid; 127 when a
+    ///   --sh-boot pex finds no python3 on PATH.
+    init(_ opened: OpenedArchive, interpreter: Interpreter, arguments: [String],
+         environment: (String) -> String? = readEnvironment) throws(Failure) {
+        self.arguments = arguments
+        bundled = try BundledApp(opened)
+        settings = try bundled.map { app throws(Failure) in try Self.settings(for: app, archive: opened.path, environment: environment) } ?? []
+        self.interpreter = bundled == nil ? interpreter : try Self.python(for: interpreter, archive: opened.path)
+    }
+
+    /// A pex built with --sh-boot starts with a /bin/sh script that looks for Python (its #! line
+    /// names the shell): python3 (else python) from PATH then, as `python3 app.pex` would be run.
+    private static func python(for interpreter: Interpreter, archive: String) throws(Failure) -> Interpreter {
+        let shells: Set<String> = ["sh", "bash", "dash", "ash", "ksh", "zsh", "busybox"]
+        guard let name = interpreter.path.split(separator: "/").last, shells.contains(String(name)) else { return interpreter }
+        guard let python = findExecutable("python3") ?? findExecutable("python") else {
+            throw Failure(Exit.notFound, "no interpreter found: python3 (\(archive) starts with a \(name) script, which would look for one); install it or pass --python PATH")
+        }
+        return Interpreter(path: python, leadingArguments: [])
+    }
+
+    /// The command that runs the app mounted on (or extracted to) `root`: for a plain zipapp
+    /// `[python] + #! arguments + [root] + arguments`; for shiv and pex
+    /// `[python] + #! arguments + pex's inject_python_args + ["-c", bootstrap, N, N settings] + arguments`.
+    func command(root: String) -> [String] {
+        guard let bundled else { return interpreter.command(appDirectory: root, arguments: arguments) }
+        let told = ["root=\(root)"] + settings
+        return [interpreter.path] + interpreter.leadingArguments + bundled.injectPythonArguments
+            + ["-c", Self.bootstrap, String(told.count)] + told + arguments
+    }
+
+    /// The settings of a shiv or pex app, after the tools' overrides in `environment`.
+    private static func settings(for app: BundledApp, archive: String,
+                                 environment: (String) -> String?) throws(Failure) -> [String] {
+        let entry: BundledApp.Entry, injectsArguments: Bool
+        do {
+            (entry, injectsArguments) = try app.entry(environment: environment)
+        } catch {
+            throw Failure(error.code, "cannot run \(archive) as a \(app.kind): \(error.message)")
+        }
+        func set(_ name: String) -> String? { environment(name).flatMap { $0.isEmpty ? nil : $0 } }
+        var settings = ["kind=\(app.kind.rawValue)"]
+
+        // sys.argv[0]: the archive, as after `python ARCHIVE` (pex gives a data script its name).
+        switch entry {
+        case let .callable(module, attributes): settings += ["argv0=\(archive)", "run=call:\(module):\(attributes.joined(separator: "."))"]
+        case let .module(name): settings += ["argv0=\(archive)", "run=module:\(name)"]
+        case let .script(path, argv0): settings += ["argv0=\(argv0 ?? archive)", "run=script:\(path)"]
+        case let .executable(path): settings += ["argv0=\(archive)", "run=exec:\(path)"]
+        case .interpreter: settings += ["argv0=\(archive)", "run=interpreter"]
+        }
+
+        // The distributions' directories; where a project has a wheel per platform (a pex built
+        // for several), each with its tags, for the bootstrap to take those this interpreter loads.
+        var wheelsPerProject: [String: Int] = [:]
+        for d in app.distributions { wheelsPerProject[d.name.lowercased(), default: 0] += 1 }
+        var listed: Set<String> = []
+        for d in app.distributions {
+            let project = d.name.lowercased()
+            for path in d.sysPath where listed.insert(path).inserted {  // shiv's share site-packages
+                if let tags = d.wheelTags, wheelsPerProject[project, default: 0] > 1 {
+                    settings.append("wheel=\(project):\(tags):\(path)")
+                } else {
+                    settings.append("path=\(path)")
+                }
+            }
+        }
+        for path in app.sitePackages where listed.insert(path).inserted { settings.append("path=\(path)") }
+
+        switch app.kind {
+        case .shiv:
+            if let preamble = app.preamble {
+                // Preambles tidy shiv's extraction directories (site_packages.parent), which a
+                // mount does not have: run against the mount's parent, one could do harm.
+                log.warning("not running the shiv preamble site-packages/bin/\(preamble): it is written for shiv's extraction directory, which pyzfs does not create")
+            }
+            if let prepend = set("SHIV_PREPEND_PYTHONPATH") ?? app.prependedPath { settings.append("prepend=\(prepend)") }
+            let extend = set("SHIV_EXTEND_PYTHONPATH").map { ["yes", "true", "t", "1"].contains($0.lowercased()) } ?? app.extendsPythonPath
+            if extend { settings.append("extend=1") }
+            settings += ["unset=SHIV_MODULE", "unset=SHIV_ENTRY_POINT", "unset=SHIV_CONSOLE_SCRIPT"]
+
+        case .pex:
+            var inherit = app.inheritPath
+            if let value = set("PEX_INHERIT_PATH") {
+                switch value.lowercased() {
+                case "false", "0": break  // as pex: the archive's own setting then
+                case "prefer", "true", "1": inherit = .prefer
+                case "fallback": inherit = .fallback
+                default: throw Failure(Exit.runFailed, "cannot run \(archive) as a pex: PEX_INHERIT_PATH must be false, prefer or fallback, not '\(value)'")
+                }
+            }
+            settings.append("inherit=\(inherit.rawValue)")
+            for extra in (set("PEX_EXTRA_SYS_PATH") ?? "").split(separator: ":") { settings.append("extra=\(extra)") }
+            for constraint in app.interpreterConstraints { settings.append("python=\(constraint)") }
+            if !app.interpreterConstraints.isEmpty { settings.append("select=\(app.interpreterSelection)") }
+            if app.stripsToolEnvironment { settings.append("unset=PEX_*") }
+            settings.append("setenv=PEX=\(archive)")
+            for (name, value) in app.injectEnvironment.sorted(by: { $0.key < $1.key }) { settings.append("env=\(name)=\(value)") }
+            for (name, resource) in app.resourceBindings.sorted(by: { $0.key < $1.key }) { settings.append("resource=\(name)=\(resource)") }
+            if injectsArguments { settings += app.injectArguments.map { "arg=\($0)" } }
+        }
+        return settings
     }
 }

@@ -224,30 +224,16 @@ struct Inspector {
     }
 
     func kindAndEntryPoint() -> (String, String?) {
-        if let n = tree.lookup(path: "environment.json"), let b = bytes(of: n, limit: 1 << 20) {
-            return ("shiv", jsonField(b, "entry_point") ?? jsonField(b, "script").map { "script \($0)" })
-        }
-        if let n = tree.lookup(path: "PEX-INFO"), let b = bytes(of: n, limit: 1 << 20) {
-            return ("pex", jsonField(b, "entry_point") ?? jsonField(b, "script").map { "script \($0)" })
+        do {
+            if let app = try BundledApp(opened) {
+                let kind = app.kind.rawValue + (app.toolVersion.map { " \($0)" } ?? "") + ", runs in place with pyzfs run"
+                return (kind, app.entryPoint ?? app.script.map { "script \($0)" })
+            }
+        } catch {
+            return ("shiv or pex with unreadable metadata: \(error.message)", nil)
         }
         if tree.lookup(path: "__main__.py") != nil { return ("zipapp (__main__.py)", nil) }
         return ("zip (no __main__.py)", nil)
-    }
-
-    /// A top-level string field of a JSON object.
-    func jsonField(_ bytes: [UInt8], _ key: String) -> String? {
-        guard let object = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(bytes)) else { return nil }
-        if case let .string(s) = object[key] { return s }
-        return nil
-    }
-}
-
-/// A JSON value of which only strings matter here.
-enum JSONScalar: Decodable {
-    case string(String), other
-    init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if let s = try? c.decode(String.self) { self = .string(s) } else { self = .other }
     }
 }
 

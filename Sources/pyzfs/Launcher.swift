@@ -37,16 +37,19 @@ struct Launcher {
         do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.runFailed, "\(error)") }
         let opened: OpenedArchive
         do { opened = try openArchive(archive, options: options) } catch { throw Failure(Exit.runFailed, error.message) }
-        let interpreter = try Interpreter.resolve(python: python, opened: opened)
+        // The app's command (shiv and pex metadata read and checked) before anything is mounted.
+        let layout = try AppLayout(opened, interpreter: try Interpreter.resolve(python: python, opened: opened),
+                                   arguments: arguments)
+        let interpreter = layout.interpreter
         let check = StartCheck.begin(interpreter, opened: opened)
 
         var refusal: MountRefusal? = nil
         if useNamespace {
-            do { try launchInNamespace(opened, options: options, interpreter: interpreter, check: check) } catch let r { refusal = r }
+            do { try launchInNamespace(opened, options: options, layout: layout, check: check) } catch let r { refusal = r }
         }
         // Without a namespace (asked for, or none could be made): the caller's namespace.
         if !useNamespace || refusal?.allowsPlainMount == true {
-            do { try launchWithoutNamespace(opened, options: options, interpreter: interpreter, check: check) } catch let r {
+            do { try launchWithoutNamespace(opened, options: options, layout: layout, check: check) } catch let r {
                 if refusal == nil || refusal?.isNamespaceOnly == true { refusal = r }
             }
         }
@@ -54,14 +57,14 @@ struct Launcher {
         if fallbackToExtract {
             log.warning("\(reason.explanation); running from an extracted copy instead (--fallback=extract)")
             StartCheck.warn(check?(), opened: opened)
-            try runExtracted(opened, interpreter: interpreter)
+            try runExtracted(opened, layout: layout)
         }
         throw Failure(Exit.runFailed, "cannot mount \(opened.path): \(reason.explanation); \(reason.fix), or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
     }
 
     // MARK: namespace mode
 
-    private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter,
+    private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                    check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
         let mountpoint = try makeMountDirectory()
         var channel: [Int32] = [-1, -1]
@@ -122,7 +125,7 @@ struct Launcher {
         }
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
-        startApp(interpreter, opened: opened, mountpoint: mountpoint, supervise: getpid() == 1, waitForAll: false)
+        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: getpid() == 1, waitForAll: false)
     }
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
@@ -151,7 +154,7 @@ struct Launcher {
 
     // MARK: the caller's namespace
 
-    private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, interpreter: Interpreter,
+    private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                         check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
         if access("/dev/fuse", F_OK) != 0 { throw .noDevice }
         if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
@@ -197,7 +200,7 @@ struct Launcher {
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
         // lifetime[1] stays open (close-on-exec) until this process exits.
-        startApp(interpreter, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true)
+        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true)
     }
 
     private func fatal(_ message: String, _ mountpoint: String) -> Never {
@@ -209,20 +212,20 @@ struct Launcher {
 
     // MARK: running the app
 
-    private func startApp(_ interpreter: Interpreter, opened: OpenedArchive, mountpoint: String,
+    private func startApp(_ layout: AppLayout, opened: OpenedArchive, mountpoint: String,
                           supervise: Bool, waitForAll: Bool) -> Never {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", mountpoint, 1)
-        let argv = AppLayout.command(for: opened, interpreter: interpreter, root: mountpoint, arguments: arguments)
+        let argv = layout.command(root: mountpoint)
         if supervise { Supervisor.run(argv, subreaper: waitForAll, waitForAll: waitForAll) }
         execute(argv)
     }
 
-    private func runExtracted(_ opened: OpenedArchive, interpreter: Interpreter) throws(Failure) -> Never {
+    private func runExtracted(_ opened: OpenedArchive, layout: AppLayout) throws(Failure) -> Never {
         let directory = try ExtractionCache.prepare(opened)
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", directory, 1)
-        let argv = AppLayout.command(for: opened, interpreter: interpreter, root: directory, arguments: arguments)
+        let argv = layout.command(root: directory)
         if getpid() == 1 { Supervisor.run(argv, subreaper: false, waitForAll: false) }
         execute(argv)
     }

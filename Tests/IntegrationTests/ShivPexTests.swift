@@ -1,0 +1,236 @@
+import Foundation
+import PyzfsTestSupport
+import Testing
+
+/// shiv and pex archives built with the real tools (Tests/fixtures/make_shiv_pex_apps.py) run in
+/// place by `pyzfs run`: the same output and exit status as `python3 ARCHIVE`, which extracts
+/// them, and nothing written in HOME, SHIV_ROOT, PEX_ROOT, TMPDIR or /tmp.
+@Suite("shiv and pex archives run in place", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+struct ShivPexTests {
+    let pyzfs = TestEnvironment.binary
+
+    /// What a run printed and left behind.
+    struct Outcome {
+        let result: RunResult
+        /// Every path created under the run's HOME, SHIV_ROOT, PEX_ROOT and TMPDIR.
+        let written: [String]
+        /// New entries of /tmp named like shiv's or pex's caches.
+        let writtenInTmp: [String]
+
+        /// stdout without the app's `location:` line, which differs by design.
+        var output: String { result.stdout.split(separator: "\n").filter { !$0.hasPrefix("location:") }.joined(separator: "\n") }
+        var location: String? {
+            result.stdout.split(separator: "\n").first { $0.hasPrefix("location: ") }.map { String($0.dropFirst("location: ".count)) }
+        }
+    }
+
+    /// Runs `argv` with HOME, SHIV_ROOT, PEX_ROOT and TMPDIR pointing at fresh empty directories,
+    /// and reports what appeared in them and in /tmp.
+    func isolated(_ argv: [String], environment: [String: String] = [:]) -> Outcome {
+        let scratch = makeTemporaryDirectory("isolated")
+        defer { removeTree(scratch) }
+        let names = ["home", "shiv-root", "pex-root", "tmp"]
+        for name in names { mkdir(scratch + "/" + name, 0o755) }
+        var env = environment
+        env["HOME"] = scratch + "/home"
+        env["SHIV_ROOT"] = scratch + "/shiv-root"
+        env["PEX_ROOT"] = scratch + "/pex-root"
+        env["TMPDIR"] = scratch + "/tmp"
+        env["ZFSAPP_ROOTS"] = "\(scratch)/shiv-root:\(scratch)/pex-root"  // how the app names the tools' directories
+        env["PYZFS_NO_CHECK"] = "1"
+        let before = Set(cacheLikeEntriesOfTmp())
+        let result = run(argv, environment: env, timeout: 120)
+        let written = names.flatMap { name -> [String] in
+            let enumerator = FileManager.default.enumerator(atPath: scratch + "/" + name)
+            return (enumerator?.allObjects as? [String] ?? []).map { name + "/" + $0 }
+        }
+        return Outcome(result: result, written: written, writtenInTmp: cacheLikeEntriesOfTmp().filter { !before.contains($0) })
+    }
+
+    /// Entries of /tmp named like shiv's or pex's (pex falls back to /tmp/pex-root.*); the test
+    /// harness's own directories (pyzfs-*) aside.
+    func cacheLikeEntriesOfTmp() -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []
+        return entries.filter { name in
+            let lower = name.lowercased()
+            return !lower.hasPrefix("pyzfs-") && (lower.contains("shiv") || lower.contains("pex"))
+        }
+    }
+
+    /// `python3 ARCHIVE ARGS` (the tool extracts it) and `pyzfs run ARCHIVE -- ARGS`, compared.
+    func compare(_ name: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (direct: Outcome, mounted: Outcome) {
+        let archive = try await ShivPexApps.archive(name)
+        let direct = isolated([TestEnvironment.python, archive] + arguments, environment: environment)
+        let mounted = isolated([pyzfs, "run", archive, "--"] + arguments, environment: environment)
+        #expect(mounted.output == direct.output, "\(name): pyzfs run printed\n\(mounted.result)\n\npython3 \(name) printed\n\(direct.result)")
+        #expect(mounted.result.status == direct.result.status, "\(name): exit \(mounted.result.status), python3 gave \(direct.result.status)\n\(mounted.result)")
+        #expect(mounted.written.isEmpty, "\(name): pyzfs run wrote \(mounted.written)")
+        #expect(mounted.writtenInTmp.isEmpty, "\(name): pyzfs run left \(mounted.writtenInTmp) in /tmp")
+        return (direct, mounted)
+    }
+
+    @Test("shiv and pex install from PyPI and build the app (if pip cannot, the tests that need them are cancelled with its reason)")
+    func tools() async throws {
+        let versions = try String(contentsOfFile: try await ShivPexApps.archive("versions.txt"), encoding: .utf8)
+        #expect(versions.hasPrefix("shiv ") && versions.contains(" pex "), "\(versions)")
+    }
+
+    @Test("each way of starting the app: output and exit status of python3 ARCHIVE, the extension from the mount, nothing written",
+          arguments: ["entry.shiv", "console.shiv", "script.shiv", "entry.pex", "module.pex", "console.pex", "script.pex",
+                      "inject.pex", "prefer.pex", "shboot.pex", "pure-wheelfiles.pex"])
+    func startsLikeTheTool(name: String) async throws {
+        let (direct, mounted) = try await compare(name, ["a", "b c", "--exit", "7"])
+        // The tool really extracted (so the comparison means something).
+        #expect(!direct.written.isEmpty, "python3 \(name) wrote nothing: \(direct.result)")
+        if name == "pure-wheelfiles.pex" {  // zfsdep:hello, imported from the .whl file on the mount
+            #expect(mounted.result.status == 4 && mounted.result.stdout.contains("hello from zfsdep"), "\(mounted.result)")
+            return
+        }
+        #expect(mounted.result.status == 7 && mounted.result.stdout.contains("native: 5"), "\(mounted.result)")
+        let location = try #require(mounted.location, "\(mounted.result)")
+        #expect(location.contains("/pyzfs-run-"), "the extension was loaded from \(location), not from the mount")
+    }
+
+    @Test("a --venv pex runs from the mount as a plain pex does (pex itself would build a venv in PEX_ROOT)")
+    func venvPex() async throws {
+        let mounted = isolated([pyzfs, "run", try await ShivPexApps.archive("venv.pex"), "--", "--exit", "5"])
+        #expect(mounted.result.status == 5, "\(mounted.result)")
+        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "pth: found through zfsdep_extra.pth run 1 time(s)"] {
+            #expect(mounted.result.stdout.contains(line), "missing \(line) in \(mounted.result)")
+        }
+        #expect(mounted.written.isEmpty && mounted.writtenInTmp.isEmpty, "\(mounted.written) \(mounted.writtenInTmp)")
+    }
+
+    @Test("the app's exit status passes through", arguments: ["entry.shiv", "entry.pex"], [0, 1, 255])
+    func exitStatus(name: String, code: Int) async throws {
+        let archive = try await ShivPexApps.archive(name)
+        let r = run([pyzfs, "run", archive, "--", "--exit", "\(code)"], environment: ["PYZFS_NO_CHECK": "1"])
+        #expect(r.status == Int32(code), "\(r)")
+    }
+
+    @Test("the tools' environment: overrides of the script or entry point, inherit_path and PYTHONPATH, extra paths, interpreter mode",
+          arguments: [
+              ("entry.shiv", "SHIV_CONSOLE_SCRIPT=zfsdep-hello"),
+              ("entry.shiv", "SHIV_ENTRY_POINT=zfsdep:hello"),
+              ("entry.shiv", "SHIV_MODULE=zfsdep.hello"),
+              ("script.shiv", "SHIV_CONSOLE_SCRIPT=zfsapp-cli"),
+              ("entry.shiv", "SHIV_INTERPRETER=1"),
+              ("entry.shiv", "SHIV_EXTEND_PYTHONPATH=1"),
+              ("entry.shiv", "SHIV_PREPEND_PYTHONPATH=/nonexistent/first"),
+              ("entry.pex", "PEX_SCRIPT=zfsdep-hello"),
+              ("entry.pex", "PEX_SCRIPT=zfsapp-tool"),
+              ("entry.pex", "PEX_MODULE=zfsapp"),
+              ("inject.pex", "PEX_MODULE=zfsdep:hello"),
+              ("entry.pex", "PEX_INHERIT_PATH=fallback"),
+              ("entry.pex", "PEX_INHERIT_PATH=prefer PYTHONPATH=/nonexistent/p"),
+              ("prefer.pex", "PYTHONPATH=/nonexistent/p"),
+              ("entry.pex", "PYTHONPATH=/nonexistent/p PEX_EXTRA_SYS_PATH=/nonexistent/a:/nonexistent/b"),
+              ("entry.pex", "PEX_INTERPRETER=1"),
+          ])
+    func overrides(name: String, settings: String) async throws {
+        var environment: [String: String] = [:]
+        for setting in settings.split(separator: " ") {
+            environment[String(setting.prefix { $0 != "=" })] = String(setting.drop { $0 != "=" }.dropFirst())
+        }
+        let arguments = settings.contains("_INTERPRETER=")
+            ? ["-c", "import sys, zfsdep; from zfsapp import _native; print(sys.argv, zfsdep.VALUE, _native.add(1, 2), sys.path[0] == '')", "x"]
+            : ["a", "--exit", "3"]
+        let (_, mounted) = try await compare(name, arguments, environment: environment)
+        #expect(!mounted.result.stdout.isEmpty, "\(mounted.result)")
+    }
+
+    @Test("malformed metadata, missing scripts and unloadable dependencies: exit 125 and one line, no mount left")
+    func refusals() throws {
+        let directory = makeTemporaryDirectory("refusals")
+        defer { removeTree(directory) }
+        func archive(_ name: String, _ members: [(String, String)]) -> String {
+            var writer = ZipWriter()
+            writer.prefix = Array("#!/usr/bin/env python3\n".utf8)
+            for (member, text) in members { writer.add(member, text) }
+            let path = directory + "/" + name
+            _ = FileManager.default.createFile(atPath: path, contents: Data(writer.bytes()))
+            return path
+        }
+        let shivBase = [("_bootstrap/__init__.py", ""), ("site-packages/x.py", ""), ("__main__.py", "")]
+        let cases: [(String, [(String, String)], String, [String: String])] = [
+            ("json.shiv", [("environment.json", "{")] + shivBase, "environment.json is malformed (not JSON)", [:]),
+            ("type.shiv", [("environment.json", #"{"entry_point": 3}"#)] + shivBase, "environment.json is malformed (entry_point: expected a string)", [:]),
+            ("script.shiv", [("environment.json", #"{"script": "nope"}"#)] + shivBase, "it has no script nope", [:]),
+            ("object.pex", [("PEX-INFO", "[]"), ("__main__.py", "")], "PEX-INFO is malformed (expected an object)", [:]),
+            ("missing.pex", [("PEX-INFO", #"{"distributions": {"a-1.0-py3-none-any.whl": "0"}}"#), ("__main__.py", "")],
+             "PEX-INFO lists a-1.0-py3-none-any.whl, which is not in .deps/", [:]),
+            ("script.pex", [("PEX-INFO", #"{"entry_point": "x:y"}"#), ("__main__.py", "")], "it has no script nope", ["PEX_SCRIPT": "nope"]),
+            ("inherit.pex", [("PEX-INFO", #"{"inherit_path": "sometimes"}"#), ("__main__.py", "")], "unknown inherit_path 'sometimes'", [:]),
+            ("python.pex", [("PEX-INFO", #"{"entry_point": "x:y", "interpreter_constraints": ["CPython<3.0"]}"#), ("__main__.py", "")],
+             "does not meet this pex's interpreter constraints (CPython<3.0)", ["PEX_PYTHON_PATH": "/nonexistent"]),
+        ]
+        for (name, members, message, environment) in cases {
+            expectRefusal(archive(name, members), message, environment: environment)
+        }
+    }
+
+    @Test("a pex whose wheels are kept zipped inside (--no-pre-install-wheels) with native code: exit 125 and why")
+    func zippedNativeWheels() async throws {
+        expectRefusal(try await ShivPexApps.archive("wheelfiles.pex"), "whose native code cannot be loaded in place")
+    }
+
+    /// `pyzfs run ARCHIVE` exits 125 with one line that contains `message`, and leaves no mount.
+    func expectRefusal(_ archive: String, _ message: String, environment: [String: String] = [:],
+                       sourceLocation: SourceLocation = #_sourceLocation) {
+        let r = run([pyzfs, "run", archive], environment: environment.merging(["PYZFS_NO_CHECK": "1"]) { a, _ in a })
+        let lines = r.stderr.split(separator: "\n")
+        #expect(r.status == 125 && lines.count == 1 && lines[0].hasPrefix("pyzfs: ") && lines[0].contains(message),
+                "\(archive): \(r)", sourceLocation: sourceLocation)
+        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        #expect(!mounts.contains(archive), "a mount of \(archive) was left behind", sourceLocation: sourceLocation)
+    }
+}
+
+/// The archives of Tests/fixtures/make_shiv_pex_apps.py, built once per test process (a venv with
+/// shiv and pex from PyPI, a wheel with a C extension, the tools run offline) on a thread of its
+/// own, so tests waiting for it hold none of the test runner's threads.
+enum ShivPexApps {
+    enum Built: Sendable {
+        case directory(String)
+        case unavailable(String)
+        case failed(String)
+    }
+
+    static let built = Task<Built, Never> {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: build()) }.start()
+        }
+    }
+
+    /// The path of archive `name`; cancels the test (shown as cancelled, with the reason) when pip
+    /// cannot install shiv and pex.
+    static func archive(_ name: String) async throws -> String {
+        switch await built.value {
+        case let .unavailable(reason): try Test.cancel(Comment(rawValue: reason))
+        case let .failed(reason): throw HarnessError(reason)
+        case let .directory(directory):
+            let path = directory + "/" + name
+            guard FileManager.default.fileExists(atPath: path) else { throw HarnessError("make_shiv_pex_apps.py made no \(name)") }
+            return path
+        }
+    }
+
+    nonisolated(unsafe) private static var directory: String?
+
+    private static func build() -> Built {
+        let directory = makeTemporaryDirectory("zipapps")
+        let started = Date()
+        let r = run(["python3", TestEnvironment.fixturesScripts + "/make_shiv_pex_apps.py", directory], timeout: 900)
+        guard r.status == 0 else {
+            removeTree(directory)
+            if r.status == 3 { return .unavailable("needs shiv and pex from PyPI: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))") }
+            return .failed("make_shiv_pex_apps.py failed: \(r)")
+        }
+        // Removed when the test process exits (the venv alone is tens of megabytes).
+        ShivPexApps.directory = directory
+        atexit { ShivPexApps.directory.map(removeTree) }
+        let versions = (try? String(contentsOfFile: directory + "/versions.txt", encoding: .utf8)) ?? "?\n"
+        print("shiv and pex apps built in \(Int(Date().timeIntervalSince(started))) s with \(versions.dropLast()) in \(directory)")
+        return .directory(directory)
+    }
+}
