@@ -112,11 +112,13 @@ public struct Tree: Sendable {
         return s.withUTF8 { child(of: parent, named: UnsafeRawBufferPointer($0)) }
     }
 
-    /// Looks up a slash-separated relative path.
+    /// Looks up a slash-separated relative path (split on the byte `/`: splitting Characters
+    /// would join a `/` with a combining mark after it).
     public func lookup(path: String) -> Int? {
         var cur = Tree.root
-        for part in path.split(separator: "/") {
-            guard nodes[cur].kind == .directory, let c = child(of: cur, named: String(part)) else { return nil }
+        for part in Array(path.utf8).split(separator: UInt8(ascii: "/")) {
+            guard nodes[cur].kind == .directory,
+                  let c = Array(part).withUnsafeBytes({ child(of: cur, named: $0) }) else { return nil }
             cur = c
         }
         return cur

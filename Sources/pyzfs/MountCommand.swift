@@ -234,9 +234,12 @@ func checkMountPoint(_ path: String) throws(Failure) -> String {
     if let dir = opendir(absolute) {
         var entries = 0
         while let e = readdir(dir) {
-            let first = withUnsafeBytes(of: e.pointee.d_name) { ($0[0], $0[1], $0[2]) }
+            // "." and "..": read no byte past the name's NUL.
             let dot = UInt8(ascii: ".")
-            if first == (dot, 0, 0) || first == (dot, dot, 0) { continue }
+            let isDots = withUnsafeBytes(of: e.pointee.d_name) { n in
+                n[0] == dot && (n[1] == 0 || (n[1] == dot && n[2] == 0))
+            }
+            if isDots { continue }
             entries += 1
         }
         closedir(dir)

@@ -119,3 +119,14 @@ struct TreeRegressionTests {
         #expect(fs.tree.lookup(path: "l") != nil)
     }
 }
+
+extension TreeRegressionTests {
+    @Test("a name starting with a combining mark is found by its path")
+    func combiningMark() throws {
+        var w = ZipWriter()
+        w.add("pkg/\u{301}mod.py", "x")
+        let fs = try memoryFileSystem(w)
+        let node = try #require(fs.tree.lookup(path: "pkg/\u{301}mod.py"))
+        #expect(fs.tree.path(of: node) == "pkg/\u{301}mod.py")
+    }
+}
