@@ -31,6 +31,7 @@ debug: deps
 test: deps manual
 	swift build --build-tests
 	PYZFS_BINARY=$(CURDIR)/.build/debug/pyzfs swift test --skip-build
+	$(MAKE) --no-print-directory fuzz-replay
 	@! grep -q ' fuse.pyzfs ' /proc/mounts || (echo "a pyzfs mount was left behind:"; grep ' fuse.pyzfs ' /proc/mounts; exit 1)
 
 # The stress test alone, for longer (PYZFS_STRESS_SECONDS, default 120).
@@ -46,6 +47,50 @@ demo: build
 # BENCH_ARGS: --quick, --runs N, --only SCENARIOS, --tools TOOLS, --rebuild, --record.
 bench: build
 	python3 Tests/bench/bench.py $(BENCH_ARGS)
+
+# Fuzzes every parser of archive bytes for FUZZ_SECONDS with libFuzzer and AddressSanitizer
+# (Tests/Fuzz, docs/testing.md). Crashes: Tests/Fuzz/.build/crashes/. FUZZ_ARGS: more libFuzzer flags.
+.PHONY: fuzz fuzz-replay
+FUZZ_SECONDS ?= 300
+FUZZ_DIR = Tests/Fuzz/.build
+fuzz: deps
+	swift build --package-path Tests/Fuzz --scratch-path $(FUZZ_DIR)/fuzzer -c release --product PyzfsFuzz \
+	  -Xswiftc -sanitize=fuzzer,address -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld
+	python3 Tests/Fuzz/make_seeds.py $(FUZZ_DIR)/seeds 65536
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
+	SWIFT_BACKTRACE=enable=no $(FUZZ_DIR)/fuzzer/release/PyzfsFuzz -max_len=65536 -dict=Tests/Fuzz/zip.dict \
+	  -timeout=10 -rss_limit_mb=2048 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/crashes/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
+
+# Every input that ever failed the fuzzer (Tests/fixtures/fuzz-regressions) and the seeds, through the
+# fuzzer's checks without libFuzzer: part of `make test`.
+fuzz-replay: deps
+	swift build --package-path Tests/Fuzz --scratch-path $(FUZZ_DIR)/replay --product PyzfsFuzzReplay
+	python3 Tests/Fuzz/make_seeds.py $(FUZZ_DIR)/seeds
+	SWIFT_BACKTRACE=enable=no $(FUZZ_DIR)/replay/debug/PyzfsFuzzReplay
+
+# The test suite under AddressSanitizer, then ThreadSanitizer (docs/testing.md), the mounted servers
+# included: PYZFS_BINARY is the sanitized pyzfs, and every process writes its reports to
+# .build-asan/reports/ or .build-tsan/reports/ (a server's stderr is /dev/null); a report fails.
+# ASAN_SKIP, TSAN_SKIP: tests that cannot pass under that sanitizer (swift test --skip): a peak-RSS
+# bound (ASan's shadow and quarantine); the 4 GiB read (a forked server under TSan can deadlock in
+# the Swift runtime) and a 2 s exit deadline (TSan's slower exit).
+.PHONY: sanitize
+ASAN_SKIP ?= LargeMemberTests/randomReads
+TSAN_SKIP ?= MountTests/over4GiB|MountTests/listAndUnmount
+sanitize: deps manual
+	@status=0; for s in address thread; do \
+	  if [ $$s = address ]; then d=.build-asan; skip="$(ASAN_SKIP)"; \
+	    opts="ASAN_OPTIONS=detect_leaks=0:log_path=$(CURDIR)/$$d/reports/asan"; \
+	  else d=.build-tsan; skip="$(TSAN_SKIP)"; \
+	    opts="TSAN_OPTIONS=die_after_fork=0:log_path=$(CURDIR)/$$d/reports/tsan"; fi; \
+	  echo "== $$s sanitizer ($$d)"; \
+	  swift build --build-tests --sanitize=$$s --scratch-path $$d || exit 1; \
+	  rm -rf $$d/reports && mkdir -p $$d/reports; \
+	  env $$opts SWIFT_BACKTRACE=enable=no PYZFS_BINARY=$(CURDIR)/$$d/debug/pyzfs \
+	    swift test --skip-build --sanitize=$$s --scratch-path $$d $${skip:+--skip "$$skip"} || status=1; \
+	  for r in $$d/reports/*; do [ -f "$$r" ] || continue; echo "== $$r"; cat "$$r"; status=1; done; \
+	done; exit $$status
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
