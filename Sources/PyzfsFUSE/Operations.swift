@@ -250,6 +250,12 @@ public final class Operations: @unchecked Sendable {
             let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
             let needed: Int
             if plus && !fs.attributesAreKnown(child) {
+                // A source's mtime comes from its pyc's header: read it now when that needs no
+                // wait (a stored pyc in the page cache, a decompressed one in the cache), to
+                // save the LOOKUP that Python's stat of the source would otherwise cost.
+                _ = try? fs.resolveModificationTime(of: child, mayWait: false)
+            }
+            if plus && !fs.attributesAreKnown(child) {
                 // Inode 0 makes this a plain entry (no dentry, no attributes): a source whose
                 // pyc has not been read yet is answered by `lookup` when it is really used.
                 var e = fuse_entry_param()

@@ -87,6 +87,10 @@ final class SessionContext: @unchecked Sendable {
         var want = conn.pointee.want
         // The tree never changes: nothing to re-validate against mtime.
         want &= ~UInt32(FUSE_CAP_AUTO_INVAL_DATA)
+        // Every chunk of a listing as readdirplus, not only the first (libfuse's default "auto"):
+        // a plain chunk leaves its names without dentries, and each costs a LOOKUP round trip
+        // when Python then stats it (about 45 us across CPUs on this machine kind).
+        want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
         for cap in [FUSE_CAP_CACHE_SYMLINKS, FUSE_CAP_READDIRPLUS, FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_ASYNC_READ]
             where capable & UInt32(cap) != 0 {
             want |= UInt32(cap)

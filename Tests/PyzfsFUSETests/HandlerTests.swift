@@ -151,6 +151,36 @@ struct HandlerTests {
         #expect(r.last == .data([]))
     }
 
+    @Test("readdirplus gives a source its pyc's mtime when the header reads without waiting")
+    func readdirplusResolvesSourceMtimes() throws {
+        var w = ZipWriter()
+        w.add("pkg/mod.py", "X = 1\n")
+        w.add("pkg/other.py", "Y = 2\n")
+        // A timestamp pyc of mod.py (flags 0, mtime 1_700_000_000, source size 6); other.py has none.
+        let header: [UInt8] = [0xA7, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0] + [0x00, 0xF1, 0x53, 0x65] + [6, 0, 0, 0]
+        w.members.append(ZipWriter.Member("pkg/__pycache__/mod.cpython-311.pyc", header + [0xE3], mode: 0o100644))
+        let ops = Operations(fs: try memoryFileSystem(w), archivePath: "/srv/app.pyz", logger: Logger(label: "test"))
+        let pkg = fuse_ino_t(ArchiveFileSystem.inode(of: ops.fs.tree.lookup(path: "pkg")!))
+        let r = Recorder()
+        ops.readdir(r, ino: pkg, size: 4096, offset: 0, plus: true)
+        guard case let .data(bytes) = r.last! else { Issue.record("no data"); return }
+        // Each fuse_direntplus starts with a fuse_entry_out: nodeid at 0, the attributes at 40
+        // (ino, size, blocks, atime, mtime...); a nodeid of 0 is a plain entry.
+        var entries: [String: (nodeid: Int, mtime: Int)] = [:]
+        var p = 0
+        func le(_ at: Int, _ n: Int) -> Int { (0..<n).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } }
+        while p + 152 <= bytes.count {
+            let length = le(p + 128 + 16, 4)
+            let name = String(decoding: bytes[(p + 152)..<(p + 152 + length)], as: UTF8.self)
+            entries[name] = (le(p, 8), le(p + 72, 8))
+            p += 128 + ((24 + length + 7) & ~7)
+        }
+        #expect(entries["mod.py"]?.nodeid != 0)
+        #expect(entries["mod.py"]?.mtime == 1_700_000_000)
+        #expect(entries["other.py"]?.nodeid != 0)
+        #expect(ops.fs.attributesAreKnown(ops.fs.tree.lookup(path: "pkg/mod.py")!))
+    }
+
     @Test func readlinkStatfsXattrs() {
         let r = Recorder()
         ops.readlink(r, ino: ino("link"))
