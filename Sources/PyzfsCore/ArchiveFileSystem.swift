@@ -339,7 +339,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         defer { probe.deallocate() }
         let cached = try? source.readIfCached(into: UnsafeMutableRawBufferPointer(rebasing: probe[0..<Int(entry.compressedSize)]),
                                                at: location.dataOffset)
-        return cached != nil && cached! != nil
+        return cached != nil  // try? flattens: nil is "not in the page cache" or unreadable
     }
 
     /// Member `index` decompressed into the cache (waiting for it when another thread is at it).
@@ -375,7 +375,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             let cached = try? withMutableBytes(&header) { (p) throws(ArchiveError) -> Int? in
                 try source.readIfCached(into: p, at: entry.localHeaderOffset)
             }
-            guard cached != nil && cached! != nil else { return nil }
+            guard cached != nil else { return nil }
         }
         return try locate(index, entry)
     }

@@ -152,11 +152,9 @@ final class LargeMemberIndex: @unchecked Sendable {
         let result: (produced: Int, boundary: Checkpoint?)
         do {
             result = try inflater.inflate(member, from: last.output == 0 ? nil : last, into: buffer.bytes, stopAfter: spacing)
-        } catch let error as MemberError {
+        } catch {
             lock.withLock { failure = error }
             throw error
-        } catch {
-            throw .corrupt("\(error)")
         }
         buffer.shrink(to: result.produced)
         let produced = buffer.contents
