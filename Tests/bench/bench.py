@@ -1033,16 +1033,21 @@ class Bench:
     def zip_sources(self):
         return (("stored pyz", lambda: self.art.stored), ("deflated pyz", lambda: self.art.deflated))
 
+    def start_rows(self, row, cold: bool, base) -> list:
+        """The rows of scenarios 1 and 2: every mount tool on the stored and deflated pyz, squashfuse
+        on its image, then shiv and pex (first runs when `cold`, else with their cache filled)."""
+        rows = []
+        for label, source in self.zip_sources():
+            rows += [row(f"{t.name}, {label}", t, source, base) for t in self.mount_tools("zip")]
+        rows += [row(f"{t.name}, gzip image", t, lambda: self.art.squashfs, base)
+                 for t in self.mount_tools("squashfs")]
+        return rows + [self.extractor_row(n, cold, base) for n in self.extractors]
+
     # Scenarios ---------------------------------------------------------------------------------
     def scenario_cold(self) -> Table:
         log(f"\n== 1. cold start ({self.runs_cold} runs)")
         base = self.extracted(self.runs_cold)
-        rows = []
-        for label, source in self.zip_sources():
-            rows += [self.cold_row(f"{t.name}, {label}", t, source, base) for t in self.mount_tools("zip")]
-        rows += [self.cold_row(f"{t.name}, gzip image", t, lambda: self.art.squashfs, base)
-                 for t in self.mount_tools("squashfs")]
-        rows += [self.extractor_row(n, True, base) for n in self.extractors]
+        rows = self.start_rows(self.cold_row, True, base)
         return Table("1. Cold start", (
             "A fresh mount and one `python3 MOUNT`, timed from the mount command's start until python "
             "exits (notes: the mount alone, until `__main__.py` can be stat'ed). The archive is in the "
@@ -1053,12 +1058,7 @@ class Bench:
     def scenario_warm(self) -> Table:
         log(f"\n== 2. warm start ({self.runs_warm} runs)")
         base = self.extracted(self.runs_warm)
-        rows = []
-        for label, source in self.zip_sources():
-            rows += [self.warm_row(f"{t.name}, {label}", t, source, base) for t in self.mount_tools("zip")]
-        rows += [self.warm_row(f"{t.name}, gzip image", t, lambda: self.art.squashfs, base)
-                 for t in self.mount_tools("squashfs")]
-        rows += [self.extractor_row(n, False, base) for n in self.extractors]
+        rows = self.start_rows(self.warm_row, False, base)
         return Table("2. Warm start", (
             "Later `python3 MOUNT` runs on one mount, after an untimed first run. Notes count the "
             "modules compiled from source on every start (stale or missing pycs, from `python3 -v`). "
