@@ -30,11 +30,6 @@ int pyzfs_set_child_subreaper(void) {
     return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 }
 
-/// prctl(PR_SET_PDEATHSIG): `signal` when the parent exits.
-int pyzfs_set_parent_death_signal(int signal) {
-    return prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0);
-}
-
 /// Sends descriptor `fd` over the Unix socket `socket` (SCM_RIGHTS).
 int pyzfs_send_descriptor(int socket, int fd) {
     char byte = 'F';

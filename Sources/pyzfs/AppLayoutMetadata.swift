@@ -11,7 +11,7 @@ struct BundledApp: Sendable {
     }
 
     /// What the tool's start-up code runs.
-    enum Entry: Equatable, Sendable, CustomStringConvertible {
+    enum Entry: Equatable, Sendable {
         /// `module:attr.attr` called with no arguments; its result is the exit status.
         case callable(module: String, attributes: [String])
         /// A module run as `__main__`.
@@ -24,16 +24,6 @@ struct BundledApp: Sendable {
         /// No entry point: an interpreter over the app's path (`-c CODE`, `-m MODULE`, a file, `-`
         /// or an interactive prompt), as both tools offer.
         case interpreter
-
-        var description: String {
-            switch self {
-            case let .callable(module, attributes): return "\(module):\(attributes.joined(separator: "."))"
-            case let .module(name): return "module \(name)"
-            case let .script(path, _): return "script \(path)"
-            case let .executable(path): return "executable \(path)"
-            case .interpreter: return "interpreter"
-            }
-        }
     }
 
     /// A distribution the archive bundles.
@@ -41,15 +31,14 @@ struct BundledApp: Sendable {
         /// The project name as its metadata directory (or wheel file) spells it.
         var name: String
         var version: String
-        /// The sys.path entry that holds it: shiv's `site-packages`, pex's `.deps/NAME.whl`.
-        var location: String
         /// Its `.dist-info` directory, or nil when it is kept as a `.whl` file.
         var metadataDirectory: String?
         /// pex: the wheel's tags from its file name (`cp311-cp311-manylinux_2_17_x86_64`).
         var wheelTags: String?
         /// pex: where the wheel's scripts and data were stashed (`.deps/NAME.whl/.prefix`).
         var stash: String? = nil
-        /// The sys.path entries it adds: `location`, or what pex's `.layout.json` says.
+        /// The sys.path entries it adds: shiv's `site-packages`, pex's `.deps/NAME.whl`, or what
+        /// pex's `.layout.json` says.
         var sysPath: [String] = []
     }
 
@@ -136,7 +125,7 @@ extension BundledApp {
             let name = String(decoding: tree.name(of: Int(child)), as: UTF8.self)
             guard name.hasSuffix(".dist-info") else { continue }
             let (project, version) = Self.splitNameVersion(String(name.dropLast(".dist-info".count)))
-            distributions.append(Distribution(name: project, version: version, location: "site-packages",
+            distributions.append(Distribution(name: project, version: version,
                                               metadataDirectory: "site-packages/" + name, sysPath: ["site-packages"]))
         }
         kind = .shiv
@@ -181,7 +170,7 @@ extension BundledApp {
         for chroot in deps where recorded.contains(name(chroot)) {
             let file = name(chroot), location = ".deps/" + file
             guard let wheel = WheelName(file) else { throw fail("\(file) in .deps/ is not named as a wheel") }
-            var distribution = Distribution(name: wheel.name, version: wheel.version, location: location,
+            var distribution = Distribution(name: wheel.name, version: wheel.version,
                                             metadataDirectory: nil, wheelTags: wheel.tags)
             if wheelFiles {
                 // Kept zipped: zipimport loads pure Python from it, but no native code.
@@ -448,12 +437,8 @@ extension BundledApp {
     }
 }
 
-/// `s` without leading and trailing spaces and tabs.
-private func trimmed(_ s: some StringProtocol) -> String {
-    let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
-    guard let first = s.firstIndex(where: { !blank($0) }), let last = s.lastIndex(where: { !blank($0) }) else { return "" }
-    return String(s[first...last])
-}
+/// `s` without leading and trailing spaces, tabs and carriage returns.
+private func trimmed(_ s: some StringProtocol) -> String { String(s).trimmingCharacters(in: " \t\r") }
 
 // MARK: file formats
 

@@ -16,7 +16,7 @@ struct CacheCommand: ParsableCommand {
             let (root, _) = try ExtractionCache.root()
             print("cache: \(root)")
             for e in entries(root) {
-                print("\(e.key)\t\(formatSize(e.bytes))\t\(e.lastUse)\t\(e.archive)\(e.inUse ? "\t(in use)" : "")")
+                print("\(e.key)\t\(formatSize(e.bytes(in: root)))\t\(e.lastUse)\t\(e.archive(in: root))\(e.inUse ? "\t(in use)" : "")")
             }
         }
     }
@@ -43,44 +43,45 @@ struct CacheCommand: ParsableCommand {
         }
     }
 
+    /// A cached app: what `clean` needs. `list` asks for the rest (a `du` of the whole tree).
     struct Entry {
         let key: String
-        let archive: String
-        let bytes: UInt64
         let mtime: Int
-        let lastUse: String
         let inUse: Bool
+
+        func archive(in root: String) -> String {
+            let manifest = readSmallFile(root + "/" + key + ".manifest") ?? ""
+            return manifest.split(separator: "\n").first { $0.hasPrefix("archive ") }.map { String($0.dropFirst(8)) } ?? "?"
+        }
+
+        func bytes(in root: String) -> UInt64 {
+            (runCapture(["du", "-sk", root + "/" + key]).split(separator: "\t").first.flatMap { UInt64($0) } ?? 0) * 1024
+        }
+
+        var lastUse: String {
+            var t = time_t(mtime)
+            var tm = Glibc.tm()
+            localtime_r(&t, &tm)
+            var buffer = [CChar](repeating: 0, count: 32)
+            let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M", &tm)
+            return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
     }
 
     static func entries(_ root: String) -> [Entry] {
         var out: [Entry] = []
-        guard let dir = opendir(root) else { return out }
-        defer { closedir(dir) }
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw -> String in
-                let b = raw.bindMemory(to: UInt8.self)
-                return String(decoding: b[0..<(b.firstIndex(of: 0) ?? b.count)], as: UTF8.self)
-            }
+        for name in directoryNames(root) ?? [] {
             guard name.hasSuffix(".manifest") else { continue }
             let key = String(name.dropLast(".manifest".count))
-            let manifest = readSmallFile(root + "/" + name) ?? ""
-            let archive = manifest.split(separator: "\n").first { $0.hasPrefix("archive ") }.map { String($0.dropFirst(8)) } ?? "?"
             var st = stat()
             guard stat(root + "/" + key, &st) == 0 else { continue }
-            let du = runCapture(["du", "-sk", root + "/" + key]).split(separator: "\t").first.flatMap { UInt64($0) } ?? 0
             var lockBusy = false
             let lock = open(root + "/" + key + ".lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW)
             if lock >= 0 {
                 lockBusy = flock(lock, LOCK_EX | LOCK_NB) != 0
                 close(lock)
             }
-            var t = st.st_mtim.tv_sec
-            var tm = Glibc.tm()
-            localtime_r(&t, &tm)
-            var buffer = [CChar](repeating: 0, count: 32)
-            let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M", &tm)
-            out.append(Entry(key: key, archive: archive, bytes: du * 1024, mtime: Int(t),
-                             lastUse: String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), inUse: lockBusy))
+            out.append(Entry(key: key, mtime: Int(st.st_mtim.tv_sec), inUse: lockBusy))
         }
         return out.sorted { $0.mtime > $1.mtime }
     }
@@ -89,7 +90,7 @@ struct CacheCommand: ParsableCommand {
 /// Runs a program and returns its standard output (empty on failure).
 func runCapture(_ argv: [String]) -> String {
     var fds: [Int32] = [-1, -1]
-    guard pipe(&fds) == 0 else { return "" }
+    guard makePipe(&fds) else { return "" }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }

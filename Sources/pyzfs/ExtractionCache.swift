@@ -34,7 +34,7 @@ enum ExtractionCache {
             if makePrivateDirectory(path) { return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)") }
             skipped.append("\(what) is not writable (\(errnoText(errno)))")
         }
-        throw Failure(Exit.runFailed, "no cache directory can be written: \(skipped.joined(separator: ", "))")
+        throw Failure(Exit.runFailed, "no cache directory can be written: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to a writable directory")
     }
 
     /// Creates `path` (and its parents) as this user's, mode 0700; refuses one owned by someone
@@ -70,7 +70,7 @@ enum ExtractionCache {
         while offset < file.size {
             let n: Int
             do { n = try withMutableBytes(&buffer) { (p) throws(ArchiveError) -> Int in try file.read(into: p, at: offset) } } catch {
-                throw Failure(Exit.runFailed, "\(error)")
+                throw Failure(Exit.runFailed, "cannot read the archive to key the extraction cache: \(error); check that the archive is readable and not being rewritten")
             }
             if n == 0 { break }
             buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
@@ -96,7 +96,7 @@ enum ExtractionCache {
         for _ in 0..<2 {
             let entry = root + "/" + key
             let lockFD = open(entry + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard lockFD >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(entry).lock: \(errnoText(errno))") }
+            guard lockFD >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(entry).lock: \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean") }
             flock(lockFD, LOCK_EX)
             let result = try ensureExtracted(opened, entry: entry)
             switch result {
@@ -112,7 +112,7 @@ enum ExtractionCache {
                 key = fullHash  // same directory, other bytes: keyed by the whole file instead
             }
         }
-        throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path)")
+        throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path): its entries keep colliding; clear the cache with pyzfs cache clean")
     }
 
     enum Outcome { case ready, collision(String) }
@@ -137,7 +137,7 @@ enum ExtractionCache {
         try extract(opened, into: temporary)
         let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
         guard writeNewFile(manifest, text), rename(temporary, entry) == 0 else {
-            throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno))")
+            throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
         }
         return .ready
     }

@@ -50,7 +50,7 @@ struct Launcher {
         // Without a namespace (asked for, or none could be made): the caller's namespace.
         if !useNamespace || refusal?.allowsPlainMount == true {
             do { try launchWithoutNamespace(opened, options: options, layout: layout, check: check) } catch let r {
-                if refusal == nil || refusal?.isNamespaceOnly == true { refusal = r }
+                refusal = r  // the namespace's refusal, if any, allowed this try: this one says more
             }
         }
         let reason = refusal ?? .failed("no mount could be made")
@@ -77,6 +77,10 @@ struct Launcher {
         // The server: forked twice, so that it is not the app's child, and before unshare(2),
         // so that it stays outside the namespace whose death ends the mount.
         let first = fork()
+        if first < 0 {
+            close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
+            throw .failed("cannot fork: \(errnoText(errno))")
+        }
         if first == 0 {
             if fork() != 0 { _exit(0) }
             close(channel[0])
@@ -179,6 +183,7 @@ struct Launcher {
         var ready: [Int32] = [-1, -1]
         guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", mountpoint) }
         let first = fork()
+        if first < 0 { fatal("cannot fork: \(errnoText(errno))", mountpoint) }
         if first == 0 {
             if fork() != 0 { _exit(0) }
             close(lifetime[1])
@@ -217,7 +222,7 @@ struct Launcher {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", mountpoint, 1)
         let argv = layout.command(root: mountpoint)
-        if supervise { Supervisor.run(argv, subreaper: waitForAll, waitForAll: waitForAll) }
+        if supervise { Supervisor.run(argv, waitForAll: waitForAll) }
         execute(argv)
     }
 
@@ -226,7 +231,7 @@ struct Launcher {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", directory, 1)
         let argv = layout.command(root: directory)
-        if getpid() == 1 { Supervisor.run(argv, subreaper: false, waitForAll: false) }
+        if getpid() == 1 { Supervisor.run(argv, waitForAll: false) }
         execute(argv)
     }
 
@@ -291,7 +296,6 @@ enum MountRefusal: Error, Equatable {
 
     /// A namespace could not be made, but the caller's namespace may still take a mount.
     var allowsPlainMount: Bool { if case .namespaceDenied = self { return true } else { return false } }
-    var isNamespaceOnly: Bool { allowsPlainMount }
 
     var explanation: String {
         switch self {
@@ -311,7 +315,7 @@ enum MountRefusal: Error, Equatable {
         case .mountDenied: return "in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)"
         case .namespaceDenied: return "run as root, or allow unprivileged user namespaces"
         case .noFusermount: return "install fuse3 (fusermount3) or run as root"
-        case .failed: return "see the message"
+        case .failed: return "the server's log may say more (syslog, or -o log=FILE); --fallback=extract runs the app without a mount"
         }
     }
 }
@@ -368,26 +372,6 @@ func execute(_ argv: [String]) -> Never {
     let e = errno
     writeAll(2, "pyzfs: cannot execute \(argv[0]): \(errnoText(e))\n")
     _exit(e == ENOENT ? Exit.notFound : Exit.cannotExecute)
-}
-
-func makePipe(_ fds: inout [Int32]) -> Bool {
-    guard pipe(&fds) == 0 else { return false }
-    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-    return true
-}
-
-func signalReady(_ fd: Int32) {
-    var byte: UInt8 = 1
-    _ = Glibc.write(fd, &byte, 1)
-    close(fd)
-}
-
-func waitForReady(_ fd: Int32) -> Bool {
-    var byte: UInt8 = 0
-    var n: Int
-    repeat { n = Glibc.read(fd, &byte, 1) } while n < 0 && errno == EINTR
-    return n == 1
 }
 
 func writeFile(_ path: String, _ text: String) -> Bool {

@@ -106,7 +106,7 @@ struct Mounter {
         var logFD: Int32 = -1
         if let file = options.logFile, !foreground {
             logFD = open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            if logFD < 0 { throw Failure(Exit.usage, "cannot open log file \(file): \(errnoText(errno))") }
+            if logFD < 0 { throw Failure(Exit.usage, "cannot open log file \(file): \(errnoText(errno)); check the path, or drop log= to log to syslog") }
         }
 
         let opened = try openArchive(archive, options: options)
@@ -130,7 +130,7 @@ struct Mounter {
         do {
             server = try Server(operations: operations, mountpoint: target, configuration: configuration)
         } catch {
-            throw Failure(Exit.usage, "\(error)")
+            throw Failure(Exit.usage, "\(error); check the -o options (pyzfs mount --help)")
         }
         do {
             try server.mount()
@@ -154,7 +154,7 @@ struct Mounter {
     /// answered (the mount is usable), or reports the server's death and cleans up.
     private func daemonize(server: Server, summary: String, logFD: Int32, archiveFD: Int32, mountpoint: String) -> Never {
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0 else {
+        guard makePipe(&fds) else {
             fail(Failure(Exit.software, "cannot create a pipe: \(errnoText(errno))"), mountpoint: mountpoint)
         }
         let pid = fork()
@@ -164,22 +164,15 @@ struct Mounter {
             detachFromCaller(keeping: [fds[1], server.fd, archiveFD], logFD: logFD)
             log.info("\(summary)")
             let ready = fds[1]
-            let rc = server.run(onReady: {
-                var byte: UInt8 = 1
-                _ = Glibc.write(ready, &byte, 1)
-                close(ready)
-            })
+            let rc = server.run(onReady: { signalReady(ready) })
             log.info("unmounted \(mountpoint)")
             _exit(rc == 0 ? 0 : 1)
         }
         close(fds[1])
-        var byte: UInt8 = 0
-        var n: Int
-        repeat { n = Glibc.read(fds[0], &byte, 1) } while n < 0 && errno == EINTR
-        if n == 1 { _exit(0) }
+        if waitForReady(fds[0]) { _exit(0) }
         var status: Int32 = 0
         waitpid(pid, &status, 0)
-        fail(Failure(Exit.software, "the server exited before the mount was ready (wait status \(status))"),
+        fail(Failure(Exit.software, "the server exited before the mount was ready (wait status \(status)); run pyzfs mount -f -d to see why"),
              mountpoint: mountpoint)
     }
 
@@ -222,33 +215,22 @@ func checkMountPoint(_ path: String) throws(Failure) -> String {
         case ENOENT:
             throw Failure(Exit.badMountPoint, "mount point \(path) does not exist; create it with: mkdir -p \(path)")
         case EACCES:
-            throw Failure(Exit.noPermission, "cannot reach mount point \(path): \(errnoText(e))")
+            throw Failure(Exit.noPermission, "cannot reach mount point \(path): \(errnoText(e)); mount as a user who can, or choose another mount point")
         default:
-            throw Failure(Exit.badMountPoint, "cannot use mount point \(path): \(errnoText(e))")
+            throw Failure(Exit.badMountPoint, "cannot use mount point \(path): \(errnoText(e)); choose another mount point")
         }
     }
     guard (st.st_mode & S_IFMT) == S_IFDIR else {
-        throw Failure(Exit.badMountPoint, "mount point \(path) is not a directory")
+        throw Failure(Exit.badMountPoint, "mount point \(path) is not a directory; give a directory (mkdir one)")
     }
     let absolute = absolutePath(path)
-    if let dir = opendir(absolute) {
-        var entries = 0
-        while let e = readdir(dir) {
-            // "." and "..": read no byte past the name's NUL.
-            let dot = UInt8(ascii: ".")
-            let isDots = withUnsafeBytes(of: e.pointee.d_name) { n in
-                n[0] == dot && (n[1] == 0 || (n[1] == dot && n[2] == 0))
-            }
-            if isDots { continue }
-            entries += 1
-        }
-        closedir(dir)
+    if let entries = directoryNames(absolute)?.count {
         if entries > 0 {
             log.warning("mount point \(absolute) is not empty: its \(entries) entr\(entries == 1 ? "y is" : "ies are") hidden until the archive is unmounted")
         }
     }
     if absolute != lexical, let m = MountTable.mount(at: absolute) {
-        throw Failure(Exit.busy, "\(absolute) is already a mount point (a \(m.fsType) filesystem is mounted there); unmount it first")
+        throw Failure(Exit.busy, "\(absolute) is already a mount point (a \(m.fsType) filesystem is mounted there); unmount it first: umount \(absolute)")
     }
     return absolute
 }
@@ -278,5 +260,5 @@ func mountFailure(_ error: MountError, mountpoint: String) -> Failure {
     if text.contains("user_allow_other") {
         return Failure(Exit.noPermission, "cannot mount on \(mountpoint): \(text)")
     }
-    return Failure(Exit.mountFailed, "cannot mount on \(mountpoint): \(text)")
+    return Failure(Exit.mountFailed, "cannot mount on \(mountpoint): \(text); pyzfs mount -f -d shows libfuse's messages")
 }

@@ -36,13 +36,13 @@ struct OptimizeCommand: ParsableCommand {
         let opened = try openArchive(input, options: options)
         let interpreter = try Interpreter.resolve(python: python, opened: opened)
         let target = absolutePath(output)
-        var a = stat(), b = stat()
-        if stat(target, &b) == 0, stat(opened.path, &a) == 0, a.st_dev == b.st_dev, a.st_ino == b.st_ino {
+        var b = stat()
+        if stat(target, &b) == 0, UInt64(b.st_dev) == opened.file.device, UInt64(b.st_ino) == opened.file.inode {
             throw Failure(Exit.badMountPoint, "\(output) is the input archive: pyzfs optimize never overwrites its input; give another OUTPUT")
         }
         let directory = target.split(separator: "/").dropLast().joined(separator: "/")
         guard access("/" + directory, W_OK) == 0 else {
-            throw Failure(Exit.badMountPoint, "cannot write \(output): \(errnoText(errno)) in /\(directory)")
+            throw Failure(Exit.badMountPoint, "cannot write \(output): \(errnoText(errno)) in /\(directory); choose an OUTPUT in a writable directory")
         }
         let temporary = target + ".pyzfs-tmp-\(getpid())"
         let progress = isatty(2) != 0 ? "1" : "0"

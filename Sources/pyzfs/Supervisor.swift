@@ -11,10 +11,10 @@ enum Supervisor {
     static let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH]
 
     /// - Parameters:
-    ///   - subreaper: become the parent of every orphaned descendant of the app.
-    ///   - waitForAll: return only once every descendant has exited (the mount lives that long).
-    static func run(_ argv: [String], subreaper: Bool, waitForAll: Bool) -> Never {
-        if subreaper { _ = pyzfs_set_child_subreaper() }
+    ///   - waitForAll: become the parent of every orphaned descendant of the app (a subreaper) and
+    ///     return only once every descendant has exited (the mount lives that long).
+    static func run(_ argv: [String], waitForAll: Bool) -> Never {
+        if waitForAll { _ = pyzfs_set_child_subreaper() }
         var set = sigset_t()
         sigemptyset(&set)
         for s in forwarded + [SIGCHLD] { sigaddset(&set, s) }

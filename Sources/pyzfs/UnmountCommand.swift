@@ -30,7 +30,7 @@ func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
     // realpath fails on a dead mount (ENOTCONN), so normalise lexically.
     let absolute = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
     guard let record = MountTable.mount(at: absolute) else {
-        throw Failure(Exit.badMountPoint, "\(absolute) is not a mount point")
+        throw Failure(Exit.badMountPoint, "\(absolute) is not a mount point; pyzfs list shows the pyzfs mounts")
     }
     guard record.isPyzfs else {
         throw Failure(Exit.badMountPoint, "\(absolute) is not a pyzfs mount (it is \(record.fsType)); use umount")
@@ -42,7 +42,7 @@ func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
             if e == EBUSY {
                 throw Failure(Exit.busy, "\(absolute) is busy: files on it are open or programs run from it (fuser -vm \(absolute) lists them); retry when they are done, or detach it now: pyzfs unmount -l \(absolute)")
             }
-            throw Failure(Exit.failure, "cannot unmount \(absolute): \(errnoText(e))")
+            throw Failure(Exit.failure, "cannot unmount \(absolute): \(errnoText(e)); try a lazy unmount: umount -l \(absolute)")
         }
     } else {
         var args = ["fusermount3", "-u"]
@@ -50,7 +50,7 @@ func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
         args.append(absolute)
         let status = runProgram(args)
         if status != 0 {
-            throw Failure(Exit.failure, "cannot unmount \(absolute): fusermount3 exited with status \(status)")
+            throw Failure(Exit.failure, "cannot unmount \(absolute): fusermount3 exited with status \(status); try: fusermount3 -uz \(absolute)")
         }
     }
     if quiet { return }

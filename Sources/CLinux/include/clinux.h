@@ -10,8 +10,6 @@ int pyzfs_unshare_mount_namespace(int user);
 int pyzfs_make_mounts_private(void);
 /// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to this process.
 int pyzfs_set_child_subreaper(void);
-/// prctl(PR_SET_PDEATHSIG): `signal` when the parent exits.
-int pyzfs_set_parent_death_signal(int signal);
 /// Sends descriptor `fd` over the Unix socket `socket` (SCM_RIGHTS); 0 on success.
 int pyzfs_send_descriptor(int socket, int fd);
 /// Receives a descriptor sent with pyzfs_send_descriptor; -1 on end of file or error.
