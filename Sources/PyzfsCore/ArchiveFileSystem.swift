@@ -136,20 +136,23 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// `stat` of node `i`. For a `.py` with a pyc beside it, this reads the pyc's header once.
     public func attributes(of i: Int) -> Attributes {
         let n = tree.nodes[i]
-        var a = Attributes(inode: Self.inode(of: i), mode: UInt32(n.permissions), linkCount: 1,
+        var a = Attributes(inode: Self.inode(of: i), mode: UInt32(n.permissions) | fileType(of: i), linkCount: 1,
                            uid: ownership.uid, gid: ownership.gid, size: 0, mtime: modificationTime(of: i))
         switch n.kind {
-        case .directory:
-            a.mode |= UInt32(S_IFDIR)
-            a.linkCount = 2 + n.subdirectoryCount
-        case .file:
-            a.mode |= UInt32(S_IFREG)
-            a.size = tree.index.entries[Int(n.entry)].uncompressedSize
-        case .symlink:
-            a.mode |= UInt32(S_IFLNK)
-            a.size = UInt64(tree.symlinkTargets[UInt32(i)]?.count ?? 0)
+        case .directory: a.linkCount = 2 + n.subdirectoryCount
+        case .file: a.size = tree.index.entries[Int(n.entry)].uncompressedSize
+        case .symlink: a.size = UInt64(tree.symlinkTargets[UInt32(i)]?.count ?? 0)
         }
         return a
+    }
+
+    /// The `S_IFMT` bits of node `i` (what a plain directory entry carries), from the tree alone.
+    public func fileType(of i: Int) -> UInt32 {
+        switch tree.nodes[i].kind {
+        case .directory: return UInt32(S_IFDIR)
+        case .file: return UInt32(S_IFREG)
+        case .symlink: return UInt32(S_IFLNK)
+        }
     }
 
     /// Whether `attributes(of:)` is answered without reading the archive.
@@ -418,21 +421,34 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         return body(bytes)
     }
 
-    /// Continues the CRC of a stored member read from its start in order; once the end is reached
-    /// a mismatch fails this and every later read of it.
+    /// Continues the CRC of a stored member read from its start in order (a read that overlaps
+    /// the part already checked continues it too: a pyc's 16-byte header is read alone first,
+    /// then the whole file from 0); once the end is reached a mismatch fails this and every
+    /// later read of it.
     private func checkStored(_ index: Int, _ entry: ZipEntry, offset: UInt64, bytes: UnsafeRawBufferPointer) throws(MemberError) {
-        try lock.withLock { () throws(MemberError) in
-            var check = storedChecks[index] ?? StoredCheck()
+        let end = offset + UInt64(bytes.count)
+        let state = try lock.withLock { () throws(MemberError) -> StoredCheck? in
+            let check = storedChecks[index] ?? StoredCheck()
             if let failed = check.failed { throw failed }
-            guard check.next == offset, check.next < entry.uncompressedSize else { return }
-            check.crc = reader.checksum(check.crc, bytes)
-            check.next += UInt64(bytes.count)
-            if check.next == entry.uncompressedSize && check.crc != entry.crc32 {
-                check.failed = .crcMismatch(expected: entry.crc32, actual: check.crc)
+            guard offset <= check.next, check.next < end, check.next < entry.uncompressedSize else { return nil }
+            return check
+        }
+        guard var check = state else { return }
+        // The CRC runs outside the lock, which every read takes; a thread that extended the check
+        // meanwhile makes this result stale, and it is dropped.
+        let from = check.next
+        let crc = reader.checksum(check.crc, UnsafeRawBufferPointer(rebasing: bytes[Int(from - offset)...]))
+        let failed = lock.withLock { () -> MemberError? in
+            guard (storedChecks[index]?.next ?? 0) == from else { return nil }
+            check.crc = crc
+            check.next = end
+            if end == entry.uncompressedSize && crc != entry.crc32 {
+                check.failed = .crcMismatch(expected: entry.crc32, actual: crc)
             }
             storedChecks[index] = check
+            return check.failed
         }
-        if let failed = lock.withLock({ storedChecks[index]?.failed }) {
+        if let failed {
             corrupted(index)
             throw failed
         }

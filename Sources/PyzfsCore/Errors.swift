@@ -66,7 +66,6 @@ public enum FSError: Error, Equatable, Sendable {
     case notFound
     case notDirectory
     case isDirectory
-    case notSymlink
     case readOnly
     case noAttribute
     case rangeTooSmall

@@ -69,7 +69,7 @@ public final class Operations: @unchecked Sendable {
         case .notFound: return ENOENT
         case .notDirectory: return ENOTDIR
         case .isDirectory: return EISDIR
-        case .notSymlink, .invalidArgument: return EINVAL
+        case .invalidArgument: return EINVAL
         case .readOnly: return EROFS
         case .noAttribute: return ENODATA
         case .rangeTooSmall: return ERANGE
@@ -137,13 +137,8 @@ public final class Operations: @unchecked Sendable {
             let c = try fs.lookup(parent: p, name: bytes)
             afterModificationTime(of: c) { r.entry(self.entryParam(c)) }
             fs.noteLookup(c)
-        } catch .notFound where fs.overlay?.lookup(parent: UInt64(parent), name: Array(bytes)) != nil {
-            overlayLookup(r, parent: parent, name: name)
         } catch .notFound {
-            var e = fuse_entry_param()
-            e.ino = 0
-            e.entry_timeout = Self.timeout
-            r.entry(e)
+            overlayLookup(r, parent: parent, name: name)  // a file written into __pycache__, or a cached miss
         } catch {
             r.error(errno(for: error))
         }
@@ -260,7 +255,7 @@ public final class Operations: @unchecked Sendable {
                 // pyc has not been read yet is answered by `lookup` when it is really used.
                 var e = fuse_entry_param()
                 e.attr.st_ino = __ino_t(ArchiveFileSystem.inode(of: child))
-                e.attr.st_mode = fs.tree.nodes[child].kind == .directory ? 0o040000 : 0o100000
+                e.attr.st_mode = fs.fileType(of: child)
                 needed = fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
             } else if plus {
                 var e = entryParam(child)
@@ -268,7 +263,8 @@ public final class Operations: @unchecked Sendable {
             } else {
                 var st = Glibc.stat()
                 st.st_ino = __ino_t(ArchiveFileSystem.inode(of: child))
-                st.st_mode = fs.attributes(of: child).mode
+                // Only the type goes into a plain entry: attributes(of:) could read a pyc here.
+                st.st_mode = fs.fileType(of: child)
                 needed = fuse_add_direntry(nil, start, remaining, nameBuffer, &st, off_t(k + 1))
             }
             if needed > remaining { break }
@@ -305,12 +301,12 @@ public final class Operations: @unchecked Sendable {
     /// FUSE `getxattr`. Members carry no attributes; the root answers pyzfs's control names
     /// (not listed, so copying tools do not carry them).
     public func getxattr(_ r: some Responder, ino: fuse_ino_t, name: UnsafePointer<CChar>, size: Int) {
-        if isOverlay(ino) { return r.error(fs.overlay?.node(UInt64(ino)) == nil ? ENOENT : ENODATA) }
+        if isOverlay(ino) { return r.error(errno(for: fs.overlay?.node(UInt64(ino)) == nil ? .notFound : .noAttribute)) }
         guard let n = node(r, ino) else { return }
-        guard n == Tree.root, let value = controlAttribute(string(fromCString: name)) else { return r.error(ENODATA) }
+        guard n == Tree.root, let value = controlAttribute(string(fromCString: name)) else { return r.error(errno(for: .noAttribute)) }
         let bytes = Array(value.utf8)
         if size == 0 { return r.xattrSize(bytes.count) }
-        guard size >= bytes.count else { return r.error(ERANGE) }
+        guard size >= bytes.count else { return r.error(errno(for: .rangeTooSmall)) }
         bytes.withUnsafeBytes { r.data($0) }
     }
 

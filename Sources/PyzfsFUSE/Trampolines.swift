@@ -41,8 +41,6 @@ func makeOperations() -> fuse_lowlevel_ops {
     o.statfs = { req, _ in context(req).operations.statfs(reply(req)) }
     o.getxattr = { req, ino, name, size in context(req).operations.getxattr(reply(req), ino: ino, name: name!, size: size) }
     o.listxattr = { req, ino, size in context(req).operations.listxattr(reply(req), ino: ino, size: size) }
-    // The kernel refuses these itself on a read-only mount; answering them keeps that true
-    // whatever the mount flags.
     // The kernel refuses these itself on a read-only mount. With an in-memory bytecode cache the
     // mount is read-write and the handlers allow only what importlib does in __pycache__.
     o.setattr = { req, ino, attr, toSet, _ in context(req).operations.setattr(reply(req), ino: ino, attr: attr, toSet: toSet) }

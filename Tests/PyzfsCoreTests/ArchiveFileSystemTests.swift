@@ -46,15 +46,21 @@ struct ArchiveFileSystemTests {
         try fs.open(f, flags: O_RDONLY)
     }
 
-    @Test("a stored member read through with a wrong CRC fails then and afterwards")
-    func storedCRC() throws {
+    /// A filesystem whose stored member `name` holds `text` under the wrong CRC 0x12345678 (and
+    /// `beside`, a good member), and that member's node.
+    func badStoredMember(_ name: String, _ text: String, beside: (String, String)? = nil) throws -> (ArchiveFileSystem, Int) {
         var w = ZipWriter()
-        var m = ZipWriter.Member("bad", Array("0123456789".utf8))
+        var m = ZipWriter.Member(name, Array(text.utf8))
         m.crcOverride = 0x1234_5678
         w.members.append(m)
-        w.add("good", "fine")
+        if let (other, contents) = beside { w.add(other, contents) }
         let fs = try memoryFileSystem(w)
-        let bad = try #require(fs.tree.lookup(path: "bad"))
+        return (fs, try #require(fs.tree.lookup(path: name)))
+    }
+
+    @Test("a stored member read through with a wrong CRC fails then and afterwards")
+    func storedCRC() throws {
+        let (fs, bad) = try badStoredMember("bad", "0123456789", beside: ("good", "fine"))
         #expect(try fs.read(bad, offset: 0, count: 5) { $0.count } == 5)
         #expect(throws: FSError.member(.crcMismatch(expected: 0x1234_5678, actual: ZipWriter.crc32(Array("0123456789".utf8))))) {
             try fs.read(bad, offset: 5, count: 5) { _ in () }
@@ -62,6 +68,15 @@ struct ArchiveFileSystemTests {
         #expect(throws: FSError.self) { try fs.read(bad, offset: 0, count: 1) { _ in () } }
         let good = try #require(fs.tree.lookup(path: "good"))
         #expect(try fs.read(good, offset: 0, count: 10) { Array($0) } == Array("fine".utf8))
+    }
+
+    @Test("a read that overlaps the checked start of a stored member continues its CRC (a pyc's header, then the whole pyc)")
+    func storedCRCAfterAHeaderRead() throws {
+        let (fs, bad) = try badStoredMember("bad.pyc", "0123456789abcdefGHIJKLMNOP")
+        #expect(try fs.read(bad, offset: 0, count: 16) { $0.count } == 16)
+        #expect(throws: FSError.member(.crcMismatch(expected: 0x1234_5678, actual: ZipWriter.crc32(Array("0123456789abcdefGHIJKLMNOP".utf8))))) {
+            try fs.read(bad, offset: 0, count: 4096) { _ in () }
+        }
     }
 
     @Test("compressed members go through decoders and the cache; large ones are streamed")
