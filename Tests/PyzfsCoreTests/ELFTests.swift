@@ -24,17 +24,19 @@ struct ELFTests {
         #expect(bytes.withUnsafeBytes { ELFDependencies.parse($0) } == nil)
         bytes = [0x7F, 0x45, 0x4C]
         #expect(bytes.withUnsafeBytes { ELFDependencies.parse($0) } == nil)
-        if let path = Self.library {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            var rng = SystemRandomNumberGenerator()
-            for cut in [64, 100, 4096, data.count / 2] {
-                _ = data.prefix(cut).withUnsafeBytes { ELFDependencies.parse($0) }
-            }
-            for _ in 0..<200 {
-                var mutated = Array(data.prefix(16384))
-                for _ in 0..<8 { mutated[Int.random(in: 0..<mutated.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
-                _ = mutated.withUnsafeBytes { ELFDependencies.parse($0) }
-            }
+    }
+
+    @Test("a real library truncated or mutated never crashes the parser", .enabled(if: library != nil, "libzip.so.4 is not installed"))
+    func hostileReal() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Self.library!))
+        var rng = SystemRandomNumberGenerator()
+        for cut in [64, 100, 4096, data.count / 2] {
+            _ = data.prefix(cut).withUnsafeBytes { ELFDependencies.parse($0) }
+        }
+        for _ in 0..<200 {
+            var mutated = Array(data.prefix(16384))
+            for _ in 0..<8 { mutated[Int.random(in: 0..<mutated.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            _ = mutated.withUnsafeBytes { ELFDependencies.parse($0) }
         }
     }
 }
