@@ -32,9 +32,6 @@ final class LargeMemberIndex: @unchecked Sendable {
 
     var size: UInt64 { member.entry.uncompressedSize }
 
-    /// Bytes of checkpoint windows held.
-    var windowBytes: Int { lock.withLock { checkpoints.reduce(0) { $0 + $1.window.count } } }
-
     /// Cache key of chunk `k` (negative: member keys are indexes, never negative).
     func key(_ k: Int) -> Int { -1 - (member.index << 24 | k) }
 
@@ -108,8 +105,7 @@ final class LargeMemberIndex: @unchecked Sendable {
             // Two chunks ahead: one being read while the next is inflated.
             var at = self.nextChunkStart(after: k) ?? offset + UInt64(length)
             for _ in 0..<2 where at < self.size {
-                guard let (c, start, buffer) = try? self.chunkBuffer(containing: at, cache: cache, inflater: inflater) else { return }
-                _ = c
+                guard let (_, start, buffer) = try? self.chunkBuffer(containing: at, cache: cache, inflater: inflater) else { return }
                 at = start + UInt64(buffer.count)
             }
         }
@@ -159,8 +155,10 @@ final class LargeMemberIndex: @unchecked Sendable {
         buffer.shrink(to: result.produced)
         let produced = buffer.contents
         let end = last.output + UInt64(result.produced)
+        // crc is only touched here, under `builder`: the CRC of up to a chunk runs outside `lock`.
+        let newCrc = crc32Continue(crc, produced)
         let failed = lock.withLock { () -> MemberError? in
-            crc = crc32Continue(crc, produced)
+            crc = newCrc
             if let boundary = result.boundary {
                 checkpoints.append(boundary)
             } else if end == size {
@@ -175,17 +173,7 @@ final class LargeMemberIndex: @unchecked Sendable {
             onCorruption()
             throw failed
         }
-        _ = count
-        cache.store(key(checkpoints(upTo: end)), buffer)
-    }
-
-    /// Index of the chunk ending at `end` (the one just produced).
-    private func checkpoints(upTo end: UInt64) -> Int {
-        lock.withLock {
-            var k = checkpoints.count - 1
-            while k > 0 && checkpoints[k].output >= end { k -= 1 }
-            return k
-        }
+        cache.store(key(count - 1), buffer)  // the chunk that starts at `last`
     }
 
     /// The CRC-32 function, injected by the file system.

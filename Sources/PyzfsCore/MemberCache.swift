@@ -27,12 +27,6 @@ public final class MemberBuffer: @unchecked Sendable {
         }
     }
 
-    /// A buffer holding a copy of `other`.
-    public convenience init(copying other: UnsafeRawBufferPointer) {
-        self.init(count: other.count)
-        if count > 0 { bytes.baseAddress!.copyMemory(from: other.baseAddress!, byteCount: count) }
-    }
-
     /// Faults in the pages of the first `prefix` bytes in one call (MADV_POPULATE_WRITE, Linux
     /// 5.14), cheaper than one fault per page as they are written; a no-op elsewhere.
     public func populate(prefix: Int) {
@@ -171,8 +165,6 @@ public final class MemberCache: @unchecked Sendable {
         buffers[key] = buffer
         sizes[key] = size
         insertAtHead(key)
-        stats.bytesHeld = reserved
-        stats.membersHeld = buffers.count
         lock.broadcast()
         lock.unlock()
         return buffer

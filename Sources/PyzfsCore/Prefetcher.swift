@@ -13,12 +13,11 @@
 /// Only compressed members that fit a quarter of the cache and are at least `minimumSize`
 /// bytes are worth it.
 public final class Prefetcher: @unchecked Sendable {
-    // @unchecked: `scheduled` and `count` are guarded by `lock`; `fs` is set once, before use.
+    // @unchecked: `scheduled` is guarded by `lock`; `fs` is set once, before use.
     private let pool: WorkerPool
     private let lock = ConditionLock()
     private var scheduled: Set<Int> = []
     private var seenDirectories: Set<Int> = []
-    private(set) var count = 0
     weak var fs: ArchiveFileSystem?
     public let minimumSize: UInt64
 
@@ -28,7 +27,7 @@ public final class Prefetcher: @unchecked Sendable {
     }
 
     /// Members prefetched (scheduled) so far.
-    public var prefetched: Int { lock.withLock { count } }
+    public var prefetched: Int { lock.withLock { scheduled.count } }
 
     /// A lookup resolved to node `i`.
     func lookedUp(_ i: Int) {
@@ -132,9 +131,7 @@ public final class Prefetcher: @unchecked Sendable {
         guard entry.method != 0, !entry.isEncrypted, entry.uncompressedSize >= minimumSize,
               entry.uncompressedSize <= UInt64(fs.cache.budget / 4) else { return false }
         let fresh = lock.withLock { () -> Bool in
-            guard scheduled.insert(index).inserted else { return false }
-            count += 1
-            return true
+            scheduled.insert(index).inserted
         }
         guard fresh, !fs.cache.isPresentOrLoading(index) else { return false }
         pool.submit { [weak fs] in _ = try? fs?.load(index, reason: "prefetch") }
@@ -154,8 +151,6 @@ public final class Prefetcher: @unchecked Sendable {
         let s = String(decoding: name, as: UTF8.self)
         return !s.contains("_tests.") && !s.hasPrefix("test")
     }
-
-    func shutdown() { pool.shutdown() }
 
     /// Runs `job` on a prefetch thread (read-ahead of large members).
     func background(_ job: @escaping @Sendable () -> Void) { pool.submit(job) }

@@ -379,12 +379,6 @@ public struct Tree: Sendable {
         return result
     }
 
-    /// Whether following `target` from the link's directory can leave the mount.
-    func resolvesOutside(link: UInt32, target: [UInt8]) -> Bool {
-        var resolution = SymlinkResolution()
-        return resolve(from: Int(nodes[Int(link)].parent), target: target, &resolution) == nil
-    }
-
     /// The directory (or node) a target leads to; nil when it leaves the mount. Missing
     /// components continue lexically, so `missing/../..` is judged by its `..` count.
     private func resolve(from start: Int, target: [UInt8], _ resolution: inout SymlinkResolution) -> Int? {

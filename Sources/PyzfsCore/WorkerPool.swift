@@ -41,9 +41,6 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Jobs waiting for a thread.
-    public var backlog: Int { lock.withLock { jobs.count - head } }
-
     /// Lets the threads finish the queued jobs and waits for them.
     public func shutdown() {
         lock.withLock {

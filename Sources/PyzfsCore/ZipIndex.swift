@@ -30,8 +30,6 @@ public struct ZipEntry: Sendable, Equatable {
         return mode == 0 ? nil : mode
     }
 
-    /// The MS-DOS directory attribute (0x10) in the low byte of the external attributes.
-    public var hasDOSDirectoryAttribute: Bool { externalAttributes & 0x10 != 0 }
 }
 
 /// The parsed central directory of a zip archive, wherever it sits in the file.
@@ -233,7 +231,6 @@ extension ZipIndex {
                     compressedSize: UInt64(le32(p, pos + 20)), uncompressedSize: UInt64(le32(p, pos + 24)),
                     localHeaderOffset: UInt64(le32(p, pos + 42)), externalAttributes: le32(p, pos + 38),
                     extendedMtime: nil)
-                let diskStart = le16(p, pos + 34)
 
                 let nameStart = pos + centralHeaderSize
                 let nameBytes = UnsafeRawBufferPointer(rebasing: p[nameStart..<nameStart + nameLength])
@@ -247,7 +244,7 @@ extension ZipIndex {
 
                 if extraLength > 0 {
                     let extra = UnsafeRawBufferPointer(rebasing: p[(nameStart + nameLength)..<(nameStart + nameLength + extraLength)])
-                    try parseExtra(extra, into: &entry, diskStart: diskStart, index: index)
+                    try parseExtra(extra, into: &entry, index: index)
                 } else if entry.uncompressedSize == 0xFFFF_FFFF || entry.compressedSize == 0xFFFF_FFFF
                             || entry.localHeaderOffset == 0xFFFF_FFFF {
                     throw .corrupt("central directory entry \(index) needs a Zip64 field and has none")
@@ -269,7 +266,7 @@ extension ZipIndex {
 
     /// Reads the extra fields that matter: Zip64 sizes (0x0001) and the UTC mtime (0x5455).
     static func parseExtra(_ extra: UnsafeRawBufferPointer, into entry: inout ZipEntry,
-                           diskStart: UInt16, index: Int) throws(ArchiveError) {
+                           index: Int) throws(ArchiveError) {
         let needUncompressed = entry.uncompressedSize == 0xFFFF_FFFF
         let needCompressed = entry.compressedSize == 0xFFFF_FFFF
         let needOffset = entry.localHeaderOffset == 0xFFFF_FFFF
@@ -295,7 +292,6 @@ extension ZipIndex {
                 if needUncompressed { entry.uncompressedSize = try take() }
                 if needCompressed { entry.compressedSize = try take() }
                 if needOffset { entry.localHeaderOffset = try take() }
-                _ = diskStart
             case 0x5455:
                 if length >= 5, extra[body] & 1 != 0 {
                     entry.extendedMtime = Int64(Int32(bitPattern: le32(extra, body + 1)))

@@ -32,7 +32,7 @@ public struct DeflateDecoder: MemberDecoder {
             throw .corrupt("\(error)")
         }
         guard got == input.count else { throw .corrupt("the archive ends inside the member") }
-        try inflate(UnsafeRawBufferPointer(input), into: destination)
+        try Self.inflate(UnsafeRawBufferPointer(input), into: destination)
         let actual = crc32(0, UnsafeRawBufferPointer(destination))
         guard actual == entry.crc32 else { throw .crcMismatch(expected: entry.crc32, actual: actual) }
     }
@@ -40,10 +40,6 @@ public struct DeflateDecoder: MemberDecoder {
     /// Inflates raw deflate data into exactly `destination.count` bytes.
     /// - Throws: `.sizeMismatch` when the data holds more or fewer bytes, `.corrupt` when it is invalid.
     public static func inflate(_ input: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(MemberError) {
-        try DeflateDecoder(source: MemorySource([])).inflate(input, into: destination)
-    }
-
-    func inflate(_ input: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(MemberError) {
         // A decompressor is ~32 KiB and not thread-safe; one per call is cheaper than a lock.
         guard let d = libdeflate_alloc_decompressor() else { throw .corrupt("out of memory") }
         defer { libdeflate_free_decompressor(d) }
