@@ -80,22 +80,13 @@ extension Operations {
         guard let o = fs.overlay, let node = o.node(UInt64(ino)), node.isDirectory else { return r.error(ENOTDIR) }
         let entries: [(name: [UInt8], ino: UInt64, isDirectory: Bool)] =
             [(Array(".".utf8), UInt64(ino), true), (Array("..".utf8), node.parent, true)] + o.children(of: UInt64(ino))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 8)
-        defer { buffer.deallocate() }
-        var used = 0
+        let out = DirectoryBuffer(size: size, plus: plus)
         for k in max(0, offset)..<max(max(0, offset), entries.count) {
             // Plain entries (inode 0 in readdirplus): the kernel looks each up when used.
-            var e = fuse_entry_param()
-            e.attr.st_ino = __ino_t(entries[k].ino)
-            e.attr.st_mode = entries[k].isDirectory ? 0o040000 : 0o100000
-            let name = entries[k].name.map { CChar(bitPattern: $0) } + [0]
-            let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
-            let needed = plus ? fuse_add_direntry_plus(nil, start, size - used, name, &e, off_t(k + 1))
-                              : fuse_add_direntry(nil, start, size - used, name, &e.attr, off_t(k + 1))
-            if needed > size - used { break }
-            used += needed
+            var e = DirectoryBuffer.plainEntry(ino: entries[k].ino, isDirectory: entries[k].isDirectory)
+            if !out.add(entries[k].name, &e, next: k + 1) { break }
         }
-        r.data(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+        r.data(out.contents)
     }
 
     /// Whether directory inode `ino` (of the archive or the overlay) is a `__pycache__`.

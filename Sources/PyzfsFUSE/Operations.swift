@@ -25,8 +25,9 @@ public final class Operations: @unchecked Sendable {
 
     /// Threads for requests that must wait (a decompression, disk I/O). Without them every
     /// request is answered on the thread that received it.
-    var workers: WorkerPool? { lock.withLock { _workers } }
-    private var _workers: WorkerPool?
+    var workers: WorkerPool? { _workers.load() }
+    // Set once, then read by every lookup, getattr and read: an atomic load, not a lock.
+    private let _workers = AtomicLazyReference<WorkerPool>()
 
     public init(fs: ArchiveFileSystem, archivePath: String, logger: Logger) {
         self.fs = fs
@@ -36,9 +37,8 @@ public final class Operations: @unchecked Sendable {
 
     /// Starts the worker threads (in the process that serves: threads do not survive `fork`).
     public func startWorkers(threads: Int) {
-        guard threads > 0 else { return }
-        let pool = WorkerPool(name: "requests", count: threads)
-        lock.withLock { if _workers == nil { _workers = pool } }
+        guard threads > 0, _workers.load() == nil else { return }
+        _ = _workers.storeIfNil(WorkerPool(name: "requests", count: threads))
     }
 
     /// Runs `body` once node `n`'s mtime is known: now when its pyc header is at hand, else on a worker.
@@ -211,66 +211,47 @@ public final class Operations: @unchecked Sendable {
         let total = children.count + 2 + added.count
         guard offset >= 0 else { return r.error(EINVAL) }
         if offset >= total { return r.data(UnsafeRawBufferPointer(start: nil, count: 0)) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 8)
-        defer { buffer.deallocate() }
-        var used = 0
-        var nameBuffer = [CChar](repeating: 0, count: PathRules.maxComponentLength + 1)
-        loop: for k in offset..<total {
-            let child: Int
+        let out = DirectoryBuffer(size: size, plus: plus)
+        for k in offset..<total {
+            var e: fuse_entry_param
+            let fits: Bool
             switch k {
-            case 0: child = n; nameBuffer[0] = 0x2E; nameBuffer[1] = 0
-            case 1: child = Int(fs.tree.nodes[n].parent); nameBuffer[0] = 0x2E; nameBuffer[1] = 0x2E; nameBuffer[2] = 0
+            case 0:
+                e = directoryEntry(n, plus: plus)
+                fits = out.add(".".utf8, &e, next: k + 1)
+            case 1:
+                e = directoryEntry(Int(fs.tree.nodes[n].parent), plus: plus)
+                fits = out.add("..".utf8, &e, next: k + 1)
             case (children.count + 2)...:
                 // Bytecode directories and files written into this directory: plain entries.
                 let a = added[k - children.count - 2]
-                for (j, b) in a.name.enumerated() { nameBuffer[j] = CChar(bitPattern: b) }
-                nameBuffer[a.name.count] = 0
-                let remaining = size - used
-                let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
-                var e = fuse_entry_param()
-                e.attr.st_ino = __ino_t(a.ino)
-                e.attr.st_mode = a.isDirectory ? 0o040000 : 0o100000
-                let needed = plus ? fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
-                                  : fuse_add_direntry(nil, start, remaining, nameBuffer, &e.attr, off_t(k + 1))
-                if needed > remaining { break loop }
-                used += needed
-                continue
+                e = DirectoryBuffer.plainEntry(ino: a.ino, isDirectory: a.isDirectory)
+                fits = out.add(a.name, &e, next: k + 1)
             default:
-                child = Int(children[children.startIndex + k - 2])
-                let name = fs.tree.name(of: child)
-                for (j, b) in name.enumerated() { nameBuffer[j] = CChar(bitPattern: b) }
-                nameBuffer[name.count] = 0
+                let child = Int(children[children.startIndex + k - 2])
+                e = directoryEntry(child, plus: plus)
+                fits = out.add(fs.tree.name(of: child), &e, next: k + 1)
             }
-            let remaining = size - used
-            let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
-            let needed: Int
-            if plus && !fs.attributesAreKnown(child) {
-                // A source's mtime comes from its pyc's header: read it now when that needs no
-                // wait (a stored pyc in the page cache, a decompressed one in the cache), to
-                // save the LOOKUP that Python's stat of the source would otherwise cost.
-                _ = try? fs.resolveModificationTime(of: child, mayWait: false)
-            }
-            if plus && !fs.attributesAreKnown(child) {
-                // Inode 0 makes this a plain entry (no dentry, no attributes): a source whose
-                // pyc has not been read yet is answered by `lookup` when it is really used.
-                var e = fuse_entry_param()
-                e.attr.st_ino = __ino_t(ArchiveFileSystem.inode(of: child))
-                e.attr.st_mode = fs.fileType(of: child)
-                needed = fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
-            } else if plus {
-                var e = entryParam(child)
-                needed = fuse_add_direntry_plus(nil, start, remaining, nameBuffer, &e, off_t(k + 1))
-            } else {
-                var st = Glibc.stat()
-                st.st_ino = __ino_t(ArchiveFileSystem.inode(of: child))
-                // Only the type goes into a plain entry: attributes(of:) could read a pyc here.
-                st.st_mode = fs.fileType(of: child)
-                needed = fuse_add_direntry(nil, start, remaining, nameBuffer, &st, off_t(k + 1))
-            }
-            if needed > remaining { break }
-            used += needed
+            if !fits { break }
         }
-        r.data(UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+        r.data(out.contents)
+    }
+
+    /// The entry a listing gives node `i`: with its attributes in readdirplus when they are known
+    /// without waiting, else a plain one (inode and type: the kernel looks it up when used).
+    private func directoryEntry(_ i: Int, plus: Bool) -> fuse_entry_param {
+        if plus && !fs.attributesAreKnown(i) {
+            // A source's mtime comes from its pyc's header: read it now when that needs no
+            // wait (a stored pyc in the page cache, a decompressed one in the cache), to
+            // save the LOOKUP that Python's stat of the source would otherwise cost.
+            _ = try? fs.resolveModificationTime(of: i, mayWait: false)
+        }
+        if plus && fs.attributesAreKnown(i) { return entryParam(i) }
+        // Only the type: attributes(of:) could read a pyc here.
+        var e = fuse_entry_param()
+        e.attr.st_ino = __ino_t(ArchiveFileSystem.inode(of: i))
+        e.attr.st_mode = fs.fileType(of: i)
+        return e
     }
 
     /// FUSE `readlink`.
@@ -374,4 +355,46 @@ public func readControlAttribute(mountpoint: String, name: String) -> String? {
     let n = buffer.withUnsafeMutableBytes { getxattr(mountpoint, Operations.controlPrefix + name, $0.baseAddress, $0.count) }
     guard n >= 0 else { return nil }
     return String(decoding: buffer[0..<n], as: UTF8.self)
+}
+
+/// The reply buffer of a readdir or readdirplus: entries are added until one does not fit.
+final class DirectoryBuffer {
+    let size: Int
+    let plus: Bool
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var used = 0
+    private var name = [CChar](repeating: 0, count: PathRules.maxComponentLength + 1)
+
+    init(size: Int, plus: Bool) {
+        self.size = size
+        self.plus = plus
+        buffer = .allocate(byteCount: max(size, 1), alignment: 8)
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// A plain entry (no dentry, no attributes in readdirplus: inode 0 in its fuse_entry_out).
+    static func plainEntry(ino: UInt64, isDirectory: Bool) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.attr.st_ino = __ino_t(ino)
+        e.attr.st_mode = isDirectory ? S_IFDIR : S_IFREG
+        return e
+    }
+
+    /// Adds `entry` under `name`, `next` being the offset of the entry after it; false when it
+    /// does not fit (nothing is added).
+    func add(_ bytes: some Collection<UInt8>, _ entry: inout fuse_entry_param, next: Int) -> Bool {
+        var j = 0
+        for b in bytes { name[j] = CChar(bitPattern: b); j += 1 }
+        name[j] = 0
+        let remaining = size - used
+        let start = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
+        let needed = plus ? fuse_add_direntry_plus(nil, start, remaining, name, &entry, off_t(next))
+                          : fuse_add_direntry(nil, start, remaining, name, &entry.attr, off_t(next))
+        if needed > remaining { return false }
+        used += needed
+        return true
+    }
+
+    var contents: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: buffer[0..<used]) }
 }
