@@ -15,6 +15,26 @@ struct OpenedArchive {
     let filesystem: ArchiveFileSystem
     /// Whether the mount accepts bytecode into memory (and so cannot be a read-only kernel mount).
     var acceptsBytecode: Bool { filesystem.overlay != nil }
+
+    /// How a server mounts and serves this archive with `options` (pyzfs mount and pyzfs run).
+    func serverConfiguration(_ options: MountOptions) -> ServerConfiguration {
+        var c = ServerConfiguration()
+        // Zero-message opens need the kernel to refuse write intent: only on a read-only mount.
+        c.zeroMessageOpens = !acceptsBytecode
+        if let n = options.prefetchThreads { c.prefetchThreads = n }
+        if let n = options.workerThreads { c.workerThreads = n }
+        var fuse = [acceptsBytecode ? "rw" : "ro", "nosuid", "nodev", "default_permissions"]
+        if options.libfuseValue("fsname") == nil { fuse.append("fsname=" + escapeOption(path)) }
+        if options.libfuseValue("subtype") == nil { fuse.append("subtype=pyzfs") }
+        c.libfuseOptions = fuse + options.libfuse
+        return c
+    }
+}
+
+/// The descriptor of `-o log=FILE` opened for appending, -1 when there is none or it cannot be opened.
+func openLogFile(_ options: MountOptions) -> Int32 {
+    guard let file = options.logFile else { return -1 }
+    return open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
 }
 
 /// The absolute form of `path` (symlinks resolved when it exists).

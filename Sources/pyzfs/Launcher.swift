@@ -140,10 +140,13 @@ struct Launcher {
         let fd = pyzfs_receive_descriptor(channel)
         close(channel)
         if fd < 0 { _exit(0) }  // the launcher could not mount; it reports why
+        var configuration = opened.serverConfiguration(options)
+        configuration.exitOnSignals = false
+        configuration.libfuseOptions = []  // the launcher made the mount itself, with mount(2)
         let server: Server
         do {
             server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
-                                mountpoint: mountpoint, configuration: serverConfiguration(opened, options: options))
+                                mountpoint: mountpoint, configuration: configuration)
             try server.adopt(descriptor: fd)
         } catch {
             log.error("cannot serve \(mountpoint): \(error)")
@@ -167,11 +170,8 @@ struct Launcher {
         let mountpoint = try makeMountDirectory()
         let server: Server
         do {
-            var configuration = serverConfiguration(opened, options: options)
-            var fuseOptions = [opened.acceptsBytecode ? "rw" : "ro", "nosuid", "nodev", "default_permissions",
-                               "fsname=" + escapeOption(opened.path), "subtype=pyzfs"]
-            fuseOptions += options.libfuse
-            configuration.libfuseOptions = fuseOptions
+            var configuration = opened.serverConfiguration(options)
+            configuration.exitOnSignals = false
             server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
                                 mountpoint: mountpoint, configuration: configuration)
             try server.mount()
@@ -237,22 +237,9 @@ struct Launcher {
 
     // MARK: helpers
 
-    private func serverConfiguration(_ opened: OpenedArchive, options: MountOptions) -> ServerConfiguration {
-        var c = ServerConfiguration()
-        c.zeroMessageOpens = !opened.acceptsBytecode
-        c.exitOnSignals = false
-        if let n = options.prefetchThreads { c.prefetchThreads = n }
-        if let n = options.workerThreads { c.workerThreads = n }
-        return c
-    }
-
     /// Leaves the caller's terminal, session and descriptors; logs to syslog or -o log=FILE.
     private func detach(keeping: Set<Int32>, options: MountOptions) {
-        var logFD: Int32 = -1
-        if let file = options.logFile {
-            logFD = open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        }
-        detachFromCaller(keeping: keeping, logFD: logFD)
+        detachFromCaller(keeping: keeping, logFD: openLogFile(options))
     }
 
     private func makeMountDirectory() throws(MountRefusal) -> String {

@@ -105,7 +105,7 @@ struct Mounter {
         }
         var logFD: Int32 = -1
         if let file = options.logFile, !foreground {
-            logFD = open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            logFD = openLogFile(options)
             if logFD < 0 { throw Failure(Exit.usage, "cannot open log file \(file): \(errnoText(errno)); check the path, or drop log= to log to syslog") }
         }
 
@@ -113,17 +113,8 @@ struct Mounter {
         let target = try checkMountPoint(mountpoint)
         try checkFUSE()
 
-        var configuration = ServerConfiguration()
+        var configuration = opened.serverConfiguration(options)
         configuration.debug = debug
-        // Zero-message opens need the kernel to refuse write intent: only on a read-only mount.
-        configuration.zeroMessageOpens = !opened.acceptsBytecode
-        if let n = options.prefetchThreads { configuration.prefetchThreads = n }
-        if let n = options.workerThreads { configuration.workerThreads = n }
-        var fuseOptions = [opened.acceptsBytecode ? "rw" : "ro", "nosuid", "nodev", "default_permissions"]
-        if options.libfuseValue("fsname") == nil { fuseOptions.append("fsname=" + escapeOption(opened.path)) }
-        if options.libfuseValue("subtype") == nil { fuseOptions.append("subtype=pyzfs") }
-        fuseOptions += options.libfuse
-        configuration.libfuseOptions = fuseOptions
 
         let operations = Operations(fs: opened.filesystem, archivePath: opened.path, logger: log)
         let server: Server
