@@ -163,10 +163,7 @@ struct Launcher {
 
     private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                         check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
-        if access("/dev/fuse", F_OK) != 0 { throw .noDevice }
-        if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
-            throw .noFusermount
-        }
+        if let refusal = fuseUnavailable() { throw refusal }
         let mountpoint = try makeMountDirectory()
         let server: Server
         do {
@@ -272,7 +269,7 @@ enum MountRefusal: Error, Equatable {
 
     init(mountError: MountError) {
         let text = "\(mountError)"
-        if text.contains("Operation not permitted") || text.contains("Permission denied") {
+        if mountError.deniesPermission {
             self = .mountDenied(EPERM)
         } else if text.contains("device not found") {
             self = .noDevice

@@ -232,20 +232,39 @@ func isDeadMount(_ path: String) -> Bool {
     return statvfs(path, &st) != 0 && errno == ENOTCONN
 }
 
+/// Why no FUSE mount can be attempted here at all (nil: one can be).
+func fuseUnavailable() -> MountRefusal? {
+    if access("/dev/fuse", F_OK) != 0 { return .noDevice }
+    if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
+        return .noFusermount
+    }
+    return nil
+}
+
+extension MountError {
+    /// libfuse's words for a mount refused for lack of privilege.
+    var deniesPermission: Bool {
+        let text = "\(self)"
+        return text.contains("Operation not permitted") || text.contains("Permission denied")
+    }
+}
+
 /// Checks that a FUSE mount can be attempted at all.
 func checkFUSE() throws(Failure) {
-    if access("/dev/fuse", F_OK) != 0 {
+    switch fuseUnavailable() {
+    case .noDevice?:
         throw Failure(Exit.noFUSE, "FUSE is not available: /dev/fuse does not exist; load the kernel module (modprobe fuse), or in a container add --device /dev/fuse --cap-add SYS_ADMIN")
-    }
-    if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
+    case .noFusermount?:
         throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is not installed; install it (apt-get install fuse3) or mount as root")
+    default:
+        return
     }
 }
 
 /// The failure for a mount that libfuse could not make.
 func mountFailure(_ error: MountError, mountpoint: String) -> Failure {
     let text = "\(error)"
-    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+    if error.deniesPermission {
         return Failure(Exit.noPermission, "cannot mount on \(mountpoint): \(text); mount as root, or in a container add --cap-add SYS_ADMIN (and --device /dev/fuse)")
     }
     if text.contains("user_allow_other") {
