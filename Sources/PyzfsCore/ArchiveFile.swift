@@ -37,6 +37,17 @@ extension ByteSource {
         return bytes
     }
 
+    /// Exactly `buffer.count` bytes of a member's data from `offset`.
+    /// - Throws: `.io` with the errno of a failed read; `.corrupt` when the archive ends first.
+    public func readMember(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(MemberError) {
+        let got: Int
+        do { got = try readFully(into: buffer, at: offset) } catch {
+            if case let .io(_, e) = error { throw .io(e) }
+            throw .corrupt("\(error)")
+        }
+        guard got == buffer.count else { throw .corrupt("the archive ends inside the member") }
+    }
+
     /// Fills as much of `buffer` as the source holds from `offset`; returns the count.
     public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int {
         var done = 0

@@ -80,12 +80,7 @@ public struct MemberReader: Sendable {
             guard entry.compressedSize == entry.uncompressedSize else {
                 throw .sizeMismatch(declared: entry.uncompressedSize, actual: entry.compressedSize)
             }
-            let got: Int
-            do { got = try source.readFully(into: destination, at: location.dataOffset) } catch {
-                if case let .io(_, e) = error { throw .io(e) }
-                throw .corrupt("\(error)")
-            }
-            guard got == destination.count else { throw .corrupt("the archive ends inside the member") }
+            try source.readMember(into: destination, at: location.dataOffset)
             let crc = checksum(0, UnsafeRawBufferPointer(destination))
             guard crc == entry.crc32 else { throw .crcMismatch(expected: entry.crc32, actual: crc) }
             return

@@ -24,14 +24,7 @@ public struct DeflateDecoder: MemberDecoder {
         let compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, Int(entry.compressedSize)), alignment: 16)
         defer { compressed.deallocate() }
         let input = UnsafeMutableRawBufferPointer(rebasing: compressed[0..<Int(entry.compressedSize)])
-        let got: Int
-        do {
-            got = try source.readFully(into: input, at: member.dataOffset)
-        } catch {
-            if case let .io(_, e) = error { throw .io(e) }
-            throw .corrupt("\(error)")
-        }
-        guard got == input.count else { throw .corrupt("the archive ends inside the member") }
+        try source.readMember(into: input, at: member.dataOffset)
         try Self.inflate(UnsafeRawBufferPointer(input), into: destination)
         let actual = crc32(0, UnsafeRawBufferPointer(destination))
         guard actual == entry.crc32 else { throw .crcMismatch(expected: entry.crc32, actual: actual) }

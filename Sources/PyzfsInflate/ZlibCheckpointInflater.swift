@@ -26,8 +26,9 @@ public struct ZlibCheckpointInflater: CheckpointInflater {
             if start.bits > 0 {
                 guard start.input > 0 else { throw .corrupt("bad checkpoint") }
                 var byte: UInt8 = 0
-                let got = try read(into: &byte, at: member.dataOffset + start.input - 1)
-                guard got else { throw .corrupt("the archive ends inside the member") }
+                try withUnsafeMutableBytes(of: &byte) { (p) throws(MemberError) in
+                    try source.readMember(into: p, at: member.dataOffset + start.input - 1)
+                }
                 guard inflatePrime(&strm, start.bits, Int32(byte >> (8 - UInt8(start.bits)))) == Z_OK else {
                     throw .corrupt("zlib: cannot prime")
                 }
@@ -49,12 +50,7 @@ public struct ZlibCheckpointInflater: CheckpointInflater {
                 let left = entry.compressedSize - input
                 guard left > 0 else { throw .corrupt("the compressed data ends early") }
                 let n = Int(min(UInt64(Self.inputStep), left))
-                let got: Int
-                do { got = try source.readFully(into: UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n]), at: member.dataOffset + input) } catch {
-                    if case let .io(_, e) = error { throw .io(e) }
-                    throw .corrupt("\(error)")
-                }
-                guard got == n else { throw .corrupt("the archive ends inside the member") }
+                try source.readMember(into: UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n]), at: member.dataOffset + input)
                 strm.next_in = chunk.baseAddress!.assumingMemoryBound(to: Bytef.self)
                 strm.avail_in = uInt(n)
                 input += UInt64(n)
@@ -98,15 +94,6 @@ public struct ZlibCheckpointInflater: CheckpointInflater {
         return (produced, boundary)
     }
 
-    private func read(into byte: inout UInt8, at offset: UInt64) throws(MemberError) -> Bool {
-        var b: UInt8 = 0
-        let n: Int
-        do { n = try withUnsafeMutableBytes(of: &b) { (p) throws(ArchiveError) -> Int in try source.readFully(into: p, at: offset) } } catch {
-            throw .corrupt("\(error)")
-        }
-        byte = b
-        return n == 1
-    }
 }
 
 /// `inflate` under another name: the module's own `inflate` would shadow zlib's.
