@@ -46,7 +46,9 @@ public final class ArchiveFileSystem: @unchecked Sendable {
 
     private let lock = ConditionLock()
     private var dataOffsets: [Int: UInt64] = [:]
-    private var storedChecks: [Int: StoredCheck] = [:]
+    /// One integrity record per member that was read (`MemberIntegrity`).
+    private var integrity: [Int: MemberIntegrity] = [:]
+    private var failedMembers = 0
     private var streams = StreamPool()
     private var sourceMtimes: [Int: Int64] = [:]
     private var archiveChanged = false
@@ -56,12 +58,8 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// Streams opened on members larger than the budget.
     public var streamsOpened: Int { lock.withLock { opened } }
 
-    /// Progress of the CRC check of a stored member read in order.
-    struct StoredCheck {
-        var next: UInt64 = 0
-        var crc: UInt32 = 0
-        var failed: MemberError? = nil
-    }
+    /// Members that failed their integrity check (a CRC, size or data error), for `pyzfs stats`.
+    public var failedMemberCount: Int { lock.withLock { failedMembers } }
 
     /// Background decompression of shared libraries, once started.
     public var prefetcher: Prefetcher? { lock.withLock { _prefetcher } }
@@ -269,32 +267,151 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             }
             try MemberReader.checkPlausible(entry)
             if cache.fits(size) {
+                // Held means decoded whole and CRC-checked.
                 let buffer: MemberBuffer
                 if let held = cache.held(index) {
                     buffer = held
                 } else {
-                    guard mayWait || isQuickToDecode(index, entry) else { throw FSError.wouldBlock }
-                    buffer = try load(index)
+                    if let f = failure(of: index) { throw f }
+                    guard mayWait || isQuickToDecode(index, entry), let loaded = try load(index, mayWait: mayWait) else {
+                        throw FSError.wouldBlock
+                    }
+                    buffer = loaded
                 }
                 return body(UnsafeRawBufferPointer(rebasing: buffer.contents[Int(offset)..<Int(offset) + length]))
             }
             if let large = try largeIndex(index, entry) {
-                let cached = large.isCached(offset: offset, length: length, cache: cache)
-                guard mayWait || cached else { throw FSError.wouldBlock }
-                if !cached { try ensureArchiveUnchanged() }
-                let pool = prefetcher
-                return try large.read(offset: offset, length: length, cache: cache, inflater: inflater!,
-                                      readAhead: pool.map { p in { job in p.background(job) } }, body)
+                guard let r = try readLarge(large, offset: offset, length: length, mayWait: mayWait, body) else {
+                    throw FSError.wouldBlock
+                }
+                return r
             }
             guard mayWait else { throw FSError.wouldBlock }
             try ensureArchiveUnchanged()
-            return try readStreamed(try locate(index, entry), offset: offset, length: length, body)
+            let location = try locate(index, entry)
+            try verifyStreamed(location)
+            do {
+                return try readStreamed(location, offset: offset, length: length, body)
+            } catch {
+                throw fail(index, error)
+            }
         } catch let error as FSError {
             throw error
         } catch let error as MemberError {
             throw .member(error)
         } catch {
             throw .member(.corrupt("\(error)"))
+        }
+    }
+
+    // MARK: integrity
+
+    /// The integrity record of member `index`.
+    func record(_ index: Int) -> MemberIntegrity {
+        lock.withLock {
+            if let r = integrity[index] { return r }
+            let r = MemberIntegrity()
+            integrity[index] = r
+            return r
+        }
+    }
+
+    /// The failure recorded for member `index`, if any.
+    func failure(of index: Int) -> MemberError? {
+        guard let r = lock.withLock({ integrity[index] }) else { return nil }
+        return r.lock.withLock { r.failure }
+    }
+
+    /// Records that member `index`'s bytes failed their check with `error` (a passing failure
+    /// of the file is not remembered), drops its pages from the kernel's cache, and returns the
+    /// error for `throw`.
+    @discardableResult
+    func fail(_ index: Int, _ error: MemberError) -> MemberError {
+        guard MemberIntegrity.isPermanent(error) else { return error }
+        let r = record(index)
+        let first = r.lock.withLock { () -> Bool in
+            if case .failed = r.state { return false }
+            r.state = .failed(error)
+            return true
+        }
+        if first { reportFailure(index) }
+        return error
+    }
+
+    /// Counts a member that just failed and drops its pages from the kernel's cache.
+    private func reportFailure(_ index: Int) {
+        lock.withLock { failedMembers += 1 }
+        corrupted(index)
+    }
+
+    /// A member served by streaming is read to its end once, which checks its size and CRC,
+    /// before any of its bytes is served: streams restart from the start, so a pass cannot be
+    /// continued cheaply once broken.
+    private func verifyStreamed(_ location: MemberLocation) throws(MemberError) {
+        let r = record(location.index)
+        r.lock.lock()
+        if let f = r.failure { r.lock.unlock(); throw f }
+        if r.state == .verified { r.lock.unlock(); return }
+        var failure: MemberError? = nil
+        do throws(MemberError) {
+            guard let stream = try reader.openStream(location) else { throw .unsupportedMethod(location.entry.method) }
+            lock.withLock { opened += 1 }
+            let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { piece.deallocate() }
+            while try stream.read(into: piece) > 0 {}
+            if stream.position != location.entry.uncompressedSize {
+                throw .sizeMismatch(declared: location.entry.uncompressedSize, actual: stream.position)
+            }
+            r.state = .verified
+        } catch {
+            failure = error
+        }
+        r.lock.unlock()
+        if let failure { throw fail(location.index, failure) }
+    }
+
+    /// Records that member `index` matched its CRC whole.
+    func verified(_ index: Int) {
+        let r = record(index)
+        r.lock.withLock { if r.state == .unverified { r.state = .verified } }
+    }
+
+    /// A large member through its checkpoint index: during the first in-order pass its chunks
+    /// are served as the index reaches them (each byte went through the CRC in order); an ELF
+    /// member, or a read that breaks the pass, waits until the index reached the end (the CRC).
+    private func readLarge<R>(_ large: LargeMemberIndex, offset: UInt64, length: Int, mayWait: Bool,
+                              _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R? {
+        let r = large.integrity
+        guard let inflater else { return nil }
+        if !large.isComplete { try ensureArchiveUnchanged() }
+        let pool = prefetcher
+        let readAhead = pool.map { p in { (job: @escaping @Sendable () -> Void) in p.background(job) } }
+        while true {
+            let (state, isELF, continues) = r.lock.withLock { (r.state, r.isELF, r.continuesPass(at: offset)) }
+            switch state {
+            case let .failed(e):
+                throw e
+            case .verified:
+                return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
+                                      readAhead: readAhead, body)
+            case .unverified:
+                guard let isELF else {
+                    // The first bytes say whether the loader will map it.
+                    guard let magic = try large.read(offset: 0, length: Int(min(4, large.size)), cache: cache, inflater: inflater,
+                                                     mayWait: mayWait, readAhead: nil, { MemberIntegrity.isELF($0) })
+                    else { return nil }
+                    r.lock.withLock { r.isELF = magic }
+                    continue
+                }
+                if isELF || !continues {
+                    guard mayWait else { return nil }
+                    try large.completeIndex(cache: cache, inflater: inflater)
+                    continue
+                }
+                r.lock.withLock { r.covered = max(r.covered, offset + UInt64(length)) }
+                return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
+                                      readAhead: readAhead, body)
+            }
         }
     }
 
@@ -306,9 +423,10 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         else { return nil }
         if let known = lock.withLock({ largeIndexes[index] }) { return known }
         let location = try locate(index, entry)
-        let fresh = LargeMemberIndex(member: location)
+        let fresh = LargeMemberIndex(member: location, integrity: record(index))
         fresh.crc32Continue = reader.checksum
-        fresh.onCorruption = { [weak self] in self?.corrupted(index) }
+        fresh.onFailure = { [weak self] error in self?.fail(index, error) }
+        fresh.onVerified = { [weak self] in self?.verified(index) }
         return lock.withLock {
             if let raced = largeIndexes[index] { return raced }
             largeIndexes[index] = fresh
@@ -345,19 +463,30 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         return cached != nil  // try? flattens: nil is "not in the page cache" or unreadable
     }
 
-    /// Member `index` decompressed into the cache (waiting for it when another thread is at it).
-    func load(_ index: Int, reason: String = "read") throws(MemberError) -> MemberBuffer {
+    /// Member `index` decompressed whole into the cache, its size and CRC checked (waiting for
+    /// it when another thread is at it, unless `mayWait` is false: then nil).
+    func load(_ index: Int, reason: String = "read", mayWait: Bool = true) throws(MemberError) -> MemberBuffer? {
         let entry = tree.index.entries[index]
         try MemberReader.checkPlausible(entry)
+        if let f = failure(of: index) { throw f }
         if !cache.contains(index) { try ensureArchiveUnchanged() }
         var decoded = false
         let start = monotonicNanoseconds()
-        let buffer = try cache.buffer(for: index, size: Int(entry.uncompressedSize)) { (destination) throws(MemberError) in
-            let location = try locate(index, entry)
-            try reader.decode(location, into: destination)
-            decoded = true
+        let buffer: MemberBuffer?
+        do {
+            buffer = try cache.buffer(for: index, size: Int(entry.uncompressedSize), mayWait: mayWait) { (destination) throws(MemberError) -> Int in
+                // A load that waited for a failed one must not decode it again.
+                if let f = failure(of: index) { throw f }
+                let location = try locate(index, entry)
+                try reader.decode(location, into: destination)
+                decoded = true
+                return destination.count
+            }
+        } catch {
+            throw fail(index, error)
         }
-        if decoded {
+        if decoded, let buffer {
+            verified(index)
             if logger.logLevel <= .debug {
                 let ms = Double(monotonicNanoseconds() - start) / 1e6
                 logger.debug("decompressed \(tree.index.nameString(of: entry)) (\(reason)): \(entry.compressedSize) -> \(entry.uncompressedSize) bytes, \(compressionMethodName(entry.method)), \((ms * 100).rounded() / 100) ms")
@@ -394,64 +523,95 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     }
 
     /// A stored member's bytes with `pread`; nil when `mayWait` is false and they are not in the
-    /// page cache (or the member's local header has not been read yet).
+    /// page cache (or the member's local header has not been read yet, or its check is busy).
+    ///
+    /// Integrity (`MemberIntegrity`): an ELF member is checked whole before its first byte is
+    /// served; any other member is checked as its first pass reads it in order (a gap of at most
+    /// the reorder window is read and checked first), and a read that breaks the pass checks the
+    /// rest of the member before it is answered.
     private func readStored<R>(_ index: Int, _ entry: ZipEntry, offset: UInt64, length: Int, mayWait: Bool,
                                _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R? {
         guard entry.compressedSize == entry.uncompressedSize else {
             throw .sizeMismatch(declared: entry.uncompressedSize, actual: entry.compressedSize)
         }
         guard let location = try locate(index, entry, mayWait: mayWait) else { return nil }
+        let size = entry.uncompressedSize
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
         defer { scratch.deallocate() }
-        let got: Int
-        do {
-            if mayWait {
-                got = try source.readFully(into: scratch, at: location.dataOffset + offset)
-            } else {
-                guard let n = try source.readIfCached(into: scratch, at: location.dataOffset + offset) else { return nil }
-                got = n
+        /// Reads member bytes at `at`; false when that would wait and waiting is not allowed.
+        func fill(_ buffer: UnsafeMutableRawBufferPointer, at: UInt64) throws(MemberError) -> Bool {
+            let got: Int
+            do {
+                if mayWait {
+                    got = try source.readFully(into: buffer, at: location.dataOffset + at)
+                } else {
+                    guard let n = try source.readIfCached(into: buffer, at: location.dataOffset + at) else { return false }
+                    got = n
+                }
+            } catch {
+                if case let .io(_, e) = error { throw .io(e) }
+                throw .corrupt("\(error)")
             }
-        } catch {
-            if case let .io(_, e) = error { throw .io(e) }
-            throw .corrupt("\(error)")
+            guard got == buffer.count else { throw .corrupt("the archive ends inside the member") }
+            return true
         }
-        guard got == length else { throw .corrupt("the archive ends inside the member") }
-        let bytes = UnsafeRawBufferPointer(scratch)
-        try checkStored(index, entry, offset: offset, bytes: bytes)
-        return body(bytes)
+
+        let r = record(index)
+        // The request loop never waits, not even for another thread's check of this member.
+        if mayWait { r.lock.lock() } else if !r.lock.tryLock() { return nil }
+        defer { r.lock.unlock() }
+        if let f = r.failure { throw f }
+        if r.state == .unverified {
+            if r.isELF == nil {
+                var magic = [UInt8](repeating: 0, count: Int(min(4, size)))
+                guard try withMutableBytes(&magic, { (p) throws(MemberError) -> Bool in try fill(p, at: 0) }) else { return nil }
+                r.isELF = magic.withUnsafeBytes { MemberIntegrity.isELF($0) }
+            }
+            let end = offset + UInt64(length)
+            let whole = r.isELF == true || !r.continuesPass(at: offset)
+            let target = whole ? size : end
+            if r.covered < target {
+                // Read and check in order what the pass has not covered up to `target`: the gap
+                // before this read (or the rest of the member), then this read's own bytes.
+                let gapEnd = whole ? size : offset
+                if r.covered < gapEnd {
+                    guard mayWait || gapEnd - r.covered <= MemberIntegrity.reorderWindow else { return nil }
+                    let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(gapEnd - r.covered, 1 << 20)), alignment: 16)
+                    defer { piece.deallocate() }
+                    var at = r.covered
+                    while at < gapEnd {
+                        let n = Int(min(UInt64(piece.count), gapEnd - at))
+                        guard try fill(UnsafeMutableRawBufferPointer(rebasing: piece[0..<n]), at: at) else { return nil }
+                        r.crc = reader.checksum(r.crc, UnsafeRawBufferPointer(rebasing: piece[0..<n]))
+                        at += UInt64(n)
+                        r.covered = at
+                    }
+                }
+                if !whole {
+                    guard try fill(scratch, at: offset) else { return nil }
+                    r.crc = reader.checksum(r.crc, UnsafeRawBufferPointer(rebasing: scratch[Int(r.covered - offset)...]))
+                    r.covered = end
+                    if end == size { try settle(index, r, entry) }
+                    return body(UnsafeRawBufferPointer(scratch))
+                }
+            }
+            if r.covered == size { try settle(index, r, entry) }
+        }
+        guard try fill(scratch, at: offset) else { return nil }
+        return body(UnsafeRawBufferPointer(scratch))
     }
 
-    /// Continues the CRC of a stored member read from its start in order (a read that overlaps
-    /// the part already checked continues it too: a pyc's 16-byte header is read alone first,
-    /// then the whole file from 0); once the end is reached a mismatch fails this and every
-    /// later read of it.
-    private func checkStored(_ index: Int, _ entry: ZipEntry, offset: UInt64, bytes: UnsafeRawBufferPointer) throws(MemberError) {
-        let end = offset + UInt64(bytes.count)
-        let state = try lock.withLock { () throws(MemberError) -> StoredCheck? in
-            let check = storedChecks[index] ?? StoredCheck()
-            if let failed = check.failed { throw failed }
-            guard offset <= check.next, check.next < end, check.next < entry.uncompressedSize else { return nil }
-            return check
+    /// A stored member's pass reached its end: compare the CRC (record lock held).
+    private func settle(_ index: Int, _ r: MemberIntegrity, _ entry: ZipEntry) throws(MemberError) {
+        guard r.state == .unverified else { return }
+        if r.crc == entry.crc32 {
+            r.state = .verified
+            return
         }
-        guard var check = state else { return }
-        // The CRC runs outside the lock, which every read takes; a thread that extended the check
-        // meanwhile makes this result stale, and it is dropped.
-        let from = check.next
-        let crc = reader.checksum(check.crc, UnsafeRawBufferPointer(rebasing: bytes[Int(from - offset)...]))
-        let failed = lock.withLock { () -> MemberError? in
-            guard (storedChecks[index]?.next ?? 0) == from else { return nil }
-            check.crc = crc
-            check.next = end
-            if end == entry.uncompressedSize && crc != entry.crc32 {
-                check.failed = .crcMismatch(expected: entry.crc32, actual: crc)
-            }
-            storedChecks[index] = check
-            return check.failed
-        }
-        if let failed {
-            corrupted(index)
-            throw failed
-        }
+        let error = MemberError.crcMismatch(expected: entry.crc32, actual: r.crc)
+        r.state = .failed(error)
+        reportFailure(index)
+        throw error
     }
 
     /// Called once when a member turns out corrupt after some of its bytes were served, so the
@@ -522,7 +682,8 @@ final class StreamCursor: @unchecked Sendable {
 
 /// Idle streams of large members, so sequential reads continue instead of restarting.
 struct StreamPool {
-    static let capacity = 8
+    /// Each idle stream holds its decoder's state (zlib ~44 KiB, bzip2 up to 3.6 MiB).
+    static let capacity = 4
     private var idle: [StreamCursor] = []
     private var tick: UInt64 = 0
 

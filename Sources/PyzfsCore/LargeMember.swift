@@ -1,19 +1,20 @@
 /// Random access to a deflate member larger than the cache: inflated in chunks that start at
 /// checkpoints (recorded the first time the member is inflated in order), each chunk cached
-/// like a small member. A read far into a fresh member inflates up to it once; later reads
-/// anywhere inflate at most one chunk. The member's CRC-32 is checked when that first pass
-/// reaches its end; a mismatch fails every later read.
+/// like a small member. The index is extended in order only, so every byte served has gone
+/// through the running CRC-32 in order; when the index reaches the member's end the CRC is
+/// compared and the member's integrity record (`MemberIntegrity`) says verified or failed.
+/// Chunks are counted against the cache's budget before they are allocated.
 final class LargeMemberIndex: @unchecked Sendable {
-    // @unchecked: `checkpoints`, `complete`, `crc`, `failure` are guarded by `lock`;
-    // `builder` serialises extensions of the index.
+    // @unchecked: `checkpoints`, `complete`, `crc` are guarded by `lock`; `builder` serialises
+    // extensions of the index.
     let member: MemberLocation
     let spacing: Int
+    let integrity: MemberIntegrity
     private let lock = ConditionLock()
     private let builder = ConditionLock()
     private var checkpoints: [Checkpoint]
     private var complete = false
     private var crc: UInt32 = 0
-    private var failure: MemberError? = nil
     /// End of the last read, to recognise sequential reading (and read ahead).
     private var lastEnd: UInt64 = 0
     /// The chunk whose read-ahead was last scheduled.
@@ -24,8 +25,9 @@ final class LargeMemberIndex: @unchecked Sendable {
     /// A deflate block may run past the spacing; beyond this the member is streamed instead.
     static func chunkCapacity(_ spacing: Int) -> Int { spacing * 2 + (8 << 20) }
 
-    init(member: MemberLocation) {
+    init(member: MemberLocation, integrity: MemberIntegrity) {
         self.member = member
+        self.integrity = integrity
         spacing = Self.spacing(for: member.entry.uncompressedSize)
         checkpoints = [Checkpoint(output: 0, input: 0, bits: 0, window: [])]
     }
@@ -59,15 +61,31 @@ final class LargeMemberIndex: @unchecked Sendable {
         return true
     }
 
+    private var failure: MemberError? { integrity.lock.withLock { integrity.failure } }
+
+    /// Whether the index reaches the member's end (its CRC was compared).
+    var isComplete: Bool { lock.withLock { complete } }
+
+    /// Extends the index to the member's end, which verifies the CRC (a worker's job).
+    func completeIndex(cache: MemberCache, inflater: any CheckpointInflater) throws(MemberError) {
+        while !isComplete {
+            if let f = failure { throw f }
+            try extend(cache: cache, inflater: inflater)
+        }
+        if let f = failure { throw f }
+    }
+
     /// Reads `length` bytes at `offset` (within the member) through the cache.
-    func read<R>(offset: UInt64, length: Int, cache: MemberCache, inflater: any CheckpointInflater,
+    /// - Returns: nil when `mayWait` is false and a chunk would have to be inflated.
+    func read<R>(offset: UInt64, length: Int, cache: MemberCache, inflater: any CheckpointInflater, mayWait: Bool = true,
                  readAhead: ((@escaping @Sendable () -> Void) -> Void)?,
-                 _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R {
-        if let f = lock.withLock({ failure }) { throw f }
+                 _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R? {
+        if let f = failure { throw f }
         // Within one chunk (nearly always): serve its bytes as they are.
-        let (k0, start0, buffer0) = try chunkBuffer(containing: offset, cache: cache, inflater: inflater)
+        guard let (k0, start0, buffer0) = try chunkBuffer(containing: offset, cache: cache, inflater: inflater, mayWait: mayWait)
+        else { return nil }
         if Int(offset - start0) + length <= buffer0.count {
-            if let f = lock.withLock({ failure }) { throw f }
+            if let f = failure { throw f }
             scheduleReadAhead(offset: offset, length: length, chunk: k0, cache: cache, inflater: inflater, readAhead: readAhead)
             let from = Int(offset - start0)
             return body(UnsafeRawBufferPointer(rebasing: buffer0.contents[from..<from + length]))
@@ -78,15 +96,16 @@ final class LargeMemberIndex: @unchecked Sendable {
         var lastChunk = 0
         while done < length {
             let at = offset + UInt64(done)
-            let (k, start, buffer) = try chunkBuffer(containing: at, cache: cache, inflater: inflater)
+            guard let (k, start, buffer) = try chunkBuffer(containing: at, cache: cache, inflater: inflater, mayWait: mayWait)
+            else { return nil }
             let from = Int(at - start)
             let n = min(length - done, buffer.count - from)
-            guard n > 0 else { throw .sizeMismatch(declared: size, actual: start + UInt64(buffer.count)) }
+            guard n > 0 else { throw fail(.sizeMismatch(declared: size, actual: start + UInt64(buffer.count))) }
             (out.baseAddress! + done).copyMemory(from: buffer.contents.baseAddress! + from, byteCount: n)
             done += n
             lastChunk = k
         }
-        if let f = lock.withLock({ failure }) { throw f }
+        if let f = failure { throw f }
         scheduleReadAhead(offset: offset, length: length, chunk: lastChunk, cache: cache, inflater: inflater, readAhead: readAhead)
         return body(UnsafeRawBufferPointer(out))
     }
@@ -105,7 +124,9 @@ final class LargeMemberIndex: @unchecked Sendable {
             // Two chunks ahead: one being read while the next is inflated.
             var at = self.nextChunkStart(after: k) ?? offset + UInt64(length)
             for _ in 0..<2 where at < self.size {
-                guard let (_, start, buffer) = try? self.chunkBuffer(containing: at, cache: cache, inflater: inflater) else { return }
+                guard let found = try? self.chunkBuffer(containing: at, cache: cache, inflater: inflater, mayWait: true)
+                else { return }
+                let (_, start, buffer) = found
                 at = start + UInt64(buffer.count)
             }
         }
@@ -116,68 +137,88 @@ final class LargeMemberIndex: @unchecked Sendable {
     }
 
     /// The cached chunk holding `offset`, inflating it (and the index up to it) if need be.
-    private func chunkBuffer(containing offset: UInt64, cache: MemberCache,
-                             inflater: any CheckpointInflater) throws(MemberError) -> (Int, UInt64, MemberBuffer) {
+    /// - Returns: nil when `mayWait` is false and the chunk is not held now.
+    private func chunkBuffer(containing offset: UInt64, cache: MemberCache, inflater: any CheckpointInflater,
+                             mayWait: Bool) throws(MemberError) -> (Int, UInt64, MemberBuffer)? {
         while true {
             if let c = chunk(containing: offset) {
                 if let held = cache.held(key(c.k)) { return (c.k, c.start, held) }
+                guard mayWait else { return nil }
                 let start = lock.withLock { checkpoints[c.k] }
-                let buffer = try cache.buffer(for: key(c.k), size: Int(c.end - c.start)) { (destination) throws(MemberError) in
-                    let r = try inflater.inflate(member, from: start.output == 0 ? nil : start, into: destination, stopAfter: nil)
-                    guard r.produced == destination.count else {
-                        throw .sizeMismatch(declared: size, actual: start.output + UInt64(r.produced))
+                let buffer = try cache.buffer(for: key(c.k), size: Int(c.end - c.start)) { (destination) throws(MemberError) -> Int in
+                    let r: (produced: Int, boundary: Checkpoint?)
+                    do throws(MemberError) {
+                        r = try inflater.inflate(member, from: start.output == 0 ? nil : start, into: destination, stopAfter: nil)
+                    } catch {
+                        throw fail(error)
                     }
+                    // Inflated again from a checkpoint: the same bytes as in the first pass, or the archive changed.
+                    guard r.produced == destination.count else {
+                        throw fail(.sizeMismatch(declared: size, actual: start.output + UInt64(r.produced)))
+                    }
+                    return r.produced
                 }
-                return (c.k, c.start, buffer)
+                if let buffer { return (c.k, c.start, buffer) }
+                continue
             }
+            guard mayWait else { return nil }
             try extend(cache: cache, inflater: inflater)
         }
     }
 
     /// Inflates the next chunk after the last checkpoint, records the checkpoint at its end and
-    /// caches it. One thread at a time; the others wait and then find the chunk.
+    /// caches it (its bytes reserved in the cache before they are allocated). One thread at a
+    /// time; the others wait and then find the chunk.
     private func extend(cache: MemberCache, inflater: any CheckpointInflater) throws(MemberError) {
         builder.lock()
         defer { builder.unlock() }
         let (last, count, done) = lock.withLock { (checkpoints[checkpoints.count - 1], checkpoints.count, complete) }
         if done { return }
+        if let f = failure { throw f }
         let capacity = Int(min(UInt64(Self.chunkCapacity(spacing)), size - last.output))
-        // Pages are faulted in as inflate writes them; the unused tail is returned after.
-        let buffer = MemberBuffer(count: max(1, capacity), populate: false)
-        buffer.populate(prefix: spacing + (256 << 10))
-        let result: (produced: Int, boundary: Checkpoint?)
-        do {
-            result = try inflater.inflate(member, from: last.output == 0 ? nil : last, into: buffer.bytes, stopAfter: spacing)
-        } catch {
-            lock.withLock { failure = error }
-            throw error
-        }
-        buffer.shrink(to: result.produced)
-        let produced = buffer.contents
-        let end = last.output + UInt64(result.produced)
-        // crc is only touched here, under `builder`: the CRC of up to a chunk runs outside `lock`.
-        let newCrc = crc32Continue(crc, produced)
-        let failed = lock.withLock { () -> MemberError? in
-            crc = newCrc
-            if let boundary = result.boundary {
-                checkpoints.append(boundary)
-            } else if end == size {
-                complete = true
-                if crc != member.entry.crc32 { failure = .crcMismatch(expected: member.entry.crc32, actual: crc) }
-            } else {
-                failure = .corrupt("no deflate block boundary within \(capacity) bytes at offset \(last.output); the member cannot be indexed")
+        var boundary: Checkpoint? = nil
+        var newCrc: UInt32 = 0
+        // Pages are faulted in as inflate writes them; the unused tail goes back after.
+        _ = try cache.buffer(for: key(count - 1), size: max(1, capacity), populate: spacing + (256 << 10)) {
+            (destination) throws(MemberError) -> Int in
+            let result: (produced: Int, boundary: Checkpoint?)
+            do throws(MemberError) {
+                result = try inflater.inflate(member, from: last.output == 0 ? nil : last, into: destination, stopAfter: spacing)
+            } catch {
+                throw fail(error)
             }
-            return failure
+            boundary = result.boundary
+            // crc is only touched here, under `builder`: the CRC of up to a chunk runs outside `lock`.
+            newCrc = crc32Continue(crc, UnsafeRawBufferPointer(rebasing: destination[0..<result.produced]))
+            let end = last.output + UInt64(result.produced)
+            let outcome = lock.withLock { () -> MemberError? in
+                crc = newCrc
+                if let boundary {
+                    checkpoints.append(boundary)
+                    return nil
+                }
+                if end == size {
+                    complete = true
+                    return crc == member.entry.crc32 ? nil : .crcMismatch(expected: member.entry.crc32, actual: crc)
+                }
+                return .corrupt("no deflate block boundary within \(capacity) bytes at offset \(last.output); the member cannot be indexed")
+            }
+            if let outcome { throw fail(outcome) }
+            if boundary == nil { onVerified() }
+            return result.produced
         }
-        if let failed {
-            onCorruption()
-            throw failed
-        }
-        cache.store(key(count - 1), buffer)  // the chunk that starts at `last`
+    }
+
+    /// Records `error` as the member's failure (once) and returns it, for `throw fail(...)`.
+    private func fail(_ error: MemberError) -> MemberError {
+        onFailure(error)
+        return error
     }
 
     /// The CRC-32 function, injected by the file system.
     var crc32Continue: Checksum = { c, _ in c }
-    /// Told when the member turns out corrupt after chunks of it were served.
-    var onCorruption: @Sendable () -> Void = {}
+    /// Told when the member fails, with the cause: its record fails and its pages are dropped.
+    var onFailure: @Sendable (MemberError) -> Void = { _ in }
+    /// Told when the first pass reached the end with the right CRC.
+    var onVerified: @Sendable () -> Void = {}
 }

@@ -23,6 +23,8 @@ public final class ConditionLock: @unchecked Sendable {
 
     public func lock() { pthread_mutex_lock(mutex) }
     public func unlock() { pthread_mutex_unlock(mutex) }
+    /// Takes the lock only if that needs no wait (for the request loop, which must never wait).
+    public func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
     /// Waits for `broadcast`; the lock must be held.
     public func wait() { pthread_cond_wait(condition, mutex) }
     public func broadcast() { pthread_cond_broadcast(condition) }

@@ -72,18 +72,17 @@ public struct CacheStatistics: Sendable, Equatable {
     public var decompressions: UInt64 = 0
     public var decompressionNanoseconds: UInt64 = 0
     public var decompressedBytes: UInt64 = 0
-    public var failures: UInt64 = 0
 }
 
 /// Decompressed members in memory, at most `budget` bytes of them, least recently used evicted
-/// first. Each member is loaded once even when many threads ask for it together; the others wait.
+/// first. Each member is loaded once even when many threads ask for it together; the others wait
+/// (or, when they may not wait, are told so).
 public final class MemberCache: @unchecked Sendable {
     // @unchecked: every field below is guarded by `lock`.
     public let budget: Int
     private let lock = ConditionLock()
     private var buffers: [Int: MemberBuffer] = [:]
     private var loading: Set<Int> = []
-    private var failures: [Int: MemberError] = [:]
     private var reserved = 0  // bytes of loaded and loading members
     private var sizes: [Int: Int] = [:]
     // An intrusive LRU list over member indexes; `head` is the most recent.
@@ -102,9 +101,16 @@ public final class MemberCache: @unchecked Sendable {
     public func fits(_ size: UInt64) -> Bool { size <= UInt64(budget) }
 
     /// The member `key`, loading it with `load` into a buffer of `size` bytes if it is not held.
-    /// A failure is remembered: later calls throw it again without loading.
-    public func buffer(for key: Int, size: Int,
-                       load: (UnsafeMutableRawBufferPointer) throws(MemberError) -> Void) throws(MemberError) -> MemberBuffer {
+    /// The bytes are counted against the budget before the buffer is allocated. A failed load
+    /// keeps nothing: the caller's integrity record remembers the failure.
+    /// - Parameters:
+    ///   - mayWait: when false, returns nil instead of waiting for another thread's load of the
+    ///     same key or for loading members to leave room (the request loop never waits).
+    ///   - populate: fault in only this many leading bytes at allocation (nil: all of them).
+    ///   - load: fills the buffer; returns how many bytes it produced (at most `size`; the
+    ///     rest is returned to the system and to the budget).
+    public func buffer(for key: Int, size: Int, mayWait: Bool = true, populate: Int? = nil,
+                       load: (UnsafeMutableRawBufferPointer) throws(MemberError) -> Int) throws(MemberError) -> MemberBuffer? {
         precondition(size <= budget, "member larger than the cache budget must be streamed")
         lock.lock()
         var waited = false
@@ -115,11 +121,8 @@ public final class MemberCache: @unchecked Sendable {
                 lock.unlock()
                 return b
             }
-            if let e = failures[key] {
-                lock.unlock()
-                throw e
-            }
             if loading.contains(key) {
+                guard mayWait else { lock.unlock(); return nil }
                 waited = true
                 lock.wait()
                 continue
@@ -129,6 +132,7 @@ public final class MemberCache: @unchecked Sendable {
                 evict(victim)
             }
             if reserved + size > budget {
+                guard mayWait else { lock.unlock(); return nil }
                 lock.wait()
                 continue
             }
@@ -139,11 +143,15 @@ public final class MemberCache: @unchecked Sendable {
         reserved += size
         lock.unlock()
 
-        let buffer = MemberBuffer(count: size)
+        let buffer = MemberBuffer(count: size, populate: populate == nil)
+        if let populate { buffer.populate(prefix: populate) }
         let start = monotonicNanoseconds()
         var failure: MemberError? = nil
+        var produced = 0
         do {
-            try load(UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<size]))
+            produced = try load(UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<size]))
+            precondition(produced <= size)
+            if produced < size { buffer.shrink(to: produced) }
         } catch {
             failure = error
         }
@@ -155,36 +163,18 @@ public final class MemberCache: @unchecked Sendable {
         stats.decompressionNanoseconds += elapsed
         if let failure {
             reserved -= size
-            failures[key] = failure
-            stats.failures += 1
             lock.broadcast()
             lock.unlock()
             throw failure
         }
-        stats.decompressedBytes += UInt64(size)
+        reserved -= size - produced
+        stats.decompressedBytes += UInt64(produced)
         buffers[key] = buffer
-        sizes[key] = size
+        sizes[key] = produced
         insertAtHead(key)
         lock.broadcast()
         lock.unlock()
         return buffer
-    }
-
-    /// Puts bytes that were produced elsewhere under `key` (making room as `buffer(for:)` does).
-    /// Returns false, keeping nothing, when they are larger than the budget.
-    @discardableResult
-    public func store(_ key: Int, _ buffer: MemberBuffer) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard buffer.count <= budget, buffers[key] == nil, !loading.contains(key) else { return false }
-        while reserved + buffer.count > budget, let victim = tail { evict(victim) }
-        guard reserved + buffer.count <= budget else { return false }
-        reserved += buffer.count
-        buffers[key] = buffer
-        sizes[key] = buffer.count
-        insertAtHead(key)
-        lock.broadcast()
-        return true
     }
 
     /// Whether member `key` is held now (loaded, not loading).
@@ -202,7 +192,7 @@ public final class MemberCache: @unchecked Sendable {
 
     /// Whether member `key` is loaded or being loaded.
     public func isPresentOrLoading(_ key: Int) -> Bool {
-        lock.withLock { buffers[key] != nil || loading.contains(key) || failures[key] != nil }
+        lock.withLock { buffers[key] != nil || loading.contains(key) }
     }
 
     public var statistics: CacheStatistics {

@@ -22,6 +22,8 @@ public final class Operations: @unchecked Sendable {
     /// Set in INIT when the kernel accepts ENOSYS for open/opendir: it then opens every file
     /// with the page cache kept and every directory with its listing cached, without a message.
     let zeroMessageOpens = Atomic<Bool>(false)
+    /// Requests answered with a member's failure (EIO, EACCES), for `pyzfs stats`.
+    let readErrors = Atomic<UInt64>(0)
 
     /// Threads for requests that must wait (a decompression, disk I/O). Without them every
     /// request is answered on the thread that received it.
@@ -79,6 +81,7 @@ public final class Operations: @unchecked Sendable {
             // Handlers retry such calls on a worker; this answer never reaches the kernel.
             return EAGAIN
         case let .member(cause):
+            readErrors.add(1, ordering: .relaxed)
             if let node {
                 let first = lock.withLock { reported.insert(node).inserted }
                 if first { logger.error("cannot read \(fs.tree.path(of: node)): \(cause)") }
@@ -319,7 +322,7 @@ public final class Operations: @unchecked Sendable {
         "members_held":\(s.membersHeld),"hits":\(s.hits),"misses":\(s.misses),"waits":\(s.waits),\
         "evictions":\(s.evictions),"decompressions":\(s.decompressions),\
         "decompression_seconds":\(Double(s.decompressionNanoseconds) / 1e9),"decompressed_bytes":\(s.decompressedBytes),\
-        "failures":\(s.failures),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
+        "failures":\(fs.failedMemberCount),"read_errors":\(readErrors.load(ordering: .relaxed)),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
         "members_over_budget":\(fs.membersOverBudget),"streams_opened":\(fs.streamsOpened),\
         "pycache_files":\(pyc.files),"pycache_bytes":\(pyc.bytes),"pycs_written":\(pyc.written)}
         """
