@@ -160,7 +160,10 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     }
 
     /// The mtime of node `i`: for a source with a matching timestamp pyc, the mtime that pyc
-    /// records (so CPython accepts it whatever the zone or rounding), else the archive's.
+    /// records (so CPython accepts it whatever the zone or rounding), else the archive's. A pyc
+    /// matches when it records the source's size and a time that differs from the source's zip
+    /// time only as DOS times do (`BytecodeIndex.explains`): a stale pyc is recompiled, as
+    /// zipimport and an extracted tree would.
     public func modificationTime(of i: Int) -> Int64 {
         guard bytecode.candidates[UInt32(i)] != nil else { return tree.mtimes[i] }
         if let known = lock.withLock({ sourceMtimes[i] }) { return known }
@@ -184,7 +187,9 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             } catch {
                 continue  // an unreadable pyc leaves the archive's time
             }
-            if let fields, UInt64(fields.size) == size & 0xFFFF_FFFF {
+            if let fields, UInt64(fields.size) == size & 0xFFFF_FFFF,
+               BytecodeIndex.explains(pycMtime: fields.mtime, zipTime: tree.mtimes[i],
+                                      exact: tree.index.entries[Int(tree.nodes[i].entry)].extendedMtime != nil) {
                 mtime = Int64(fields.mtime)
                 break
             }

@@ -3,7 +3,7 @@
 /// A timestamp pyc is used only when the source's reported mtime and size equal those in its
 /// header (PEP 552). Zip times are DOS times (2-second steps, read in the server's local time
 /// zone), so a mount serves each source with the mtime its own pyc records, when that pyc also
-/// records the source's size. Sizes are never changed.
+/// records the source's size and a time the zip time explains (`explains`). Sizes are never changed.
 public struct BytecodeIndex: Sendable {
     /// For a `.py` node, the `__pycache__/NAME.*.pyc` nodes beside it, plain ones before `.opt-N`.
     public let candidates: [UInt32: [UInt32]]
@@ -44,6 +44,24 @@ public struct BytecodeIndex: Sendable {
             if candidates[UInt32(i)] == nil { without += 1 }
         }
         return (total, without)
+    }
+
+    /// The largest time-zone offset a DOS time is read across (UTC+14 is the furthest zone).
+    public static let maximumZoneOffset: Int64 = 14 * 3600
+
+    /// Whether a pyc's recorded source mtime (`pycMtime`, seconds modulo 2^32 as PEP 552 keeps
+    /// it) can be the true mtime of a source whose zip time is `zipTime`: equal when the zip time
+    /// is exact (a 0x5455 field), else equal up to DOS times' 2-second steps plus a whole
+    /// time-zone offset (a multiple of 15 minutes, at most 14 hours) between the zone the
+    /// archive was written in and the server's. Anything else is an edited source, whose stale
+    /// pyc CPython must recompile.
+    public static func explains(pycMtime: UInt32, zipTime: Int64, exact: Bool) -> Bool {
+        let difference = Int64(Int32(bitPattern: pycMtime &- UInt32(truncatingIfNeeded: zipTime)))
+        if exact { return difference == 0 }
+        guard abs(difference) <= maximumZoneOffset + 2 else { return false }
+        let quarter: Int64 = 900
+        let nearest = (difference + (difference >= 0 ? quarter / 2 : -quarter / 2)) / quarter * quarter
+        return abs(difference - nearest) <= 2 && abs(nearest) <= maximumZoneOffset
     }
 
     /// The source mtime and size a pyc header records, if it is a timestamp pyc (PEP 552 flags 0).

@@ -43,6 +43,16 @@ struct BytecodeTests {
         }
     }
 
+    @Test("a source edited after its pyc, same length: the new code runs, as from the archive itself", arguments: ["UTC", "Asia/Kolkata"])
+    func stalePycIsRecompiled(zone: String) throws {
+        let archive = Fixtures.shared.archive("stalepyc")
+        #expect(run(["python3", archive]).stdout == "new\n", "zipimport runs the edited source")
+        try withMount(archive, environment: ["TZ": zone]) { mnt in
+            let r = run(["env", "-u", "PYTHONDONTWRITEBYTECODE", "python3", mnt])
+            #expect(r.status == 0 && r.stdout == "new\n", "the stale pyc ran from the mount: \(r)")
+        }
+    }
+
     @Test("without pycs, each module is compiled once per mount and later processes load bytecode")
     func compiledOncePerMount() throws {
         let archive = Fixtures.shared.archive("nopycs")
