@@ -285,6 +285,8 @@ public final class ArchiveFileSystem: @unchecked Sendable {
                 }
                 return body(UnsafeRawBufferPointer(rebasing: buffer.contents[Int(offset)..<Int(offset) + length]))
             }
+            // Making the index reads the member's local header: not on the request loop.
+            guard mayWait || lock.withLock({ largeIndexes[index] != nil }) else { throw FSError.wouldBlock }
             if let large = try largeIndex(index, entry) {
                 guard let r = try readLarge(large, offset: offset, length: length, mayWait: mayWait, body) else {
                     throw FSError.wouldBlock

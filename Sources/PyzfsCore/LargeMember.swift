@@ -51,16 +51,6 @@ final class LargeMemberIndex: @unchecked Sendable {
         }
     }
 
-    /// Whether `offset..<offset+length` is in chunks held by the cache now.
-    func isCached(offset: UInt64, length: Int, cache: MemberCache) -> Bool {
-        var at = offset
-        while at < offset + UInt64(length) {
-            guard let c = chunk(containing: at), cache.contains(key(c.k)) else { return false }
-            at = c.end
-        }
-        return true
-    }
-
     private var failure: MemberError? { integrity.lock.withLock { integrity.failure } }
 
     /// Whether the index reaches the member's end (its CRC was compared).

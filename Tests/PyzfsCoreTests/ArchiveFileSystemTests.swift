@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import PyzfsCore
 import PyzfsTestSupport
@@ -105,6 +106,54 @@ struct ArchiveFileSystemTests {
             #expect(try fs.read(big, offset: 4000, count: 10) { Array($0) } == Array(repeating: 7, count: 10))
         }
     }
+}
+
+@Suite("The request loop never waits")
+struct NeverWaitTests {
+    /// A filesystem of two method-99 members of 100 bytes whose decoding waits for `gate`.
+    func blockedFileSystem(budget: Int, gate: Gate, started: Gate) throws -> (ArchiveFileSystem, Int, Int) {
+        var w = ZipWriter()
+        for name in ["a", "b"] {
+            var m = ZipWriter.Member(name, Array(repeating: 1, count: 100))
+            m.method = 99
+            w.members.append(m)
+        }
+        let source = MemorySource(w.bytes())
+        let index = try ZipIndex.read(from: source)
+        let decoder = GatedDecoder(inner: FakeDecoder(source: source), gate: gate, started: started)
+        let reader = MemberReader(source: source, index: index, decoders: [decoder], checksum: ZipWriter.checksum)
+        let fs = ArchiveFileSystem(tree: Tree(index: index), reader: reader, cacheBudget: budget, ownership: Ownership(uid: 0, gid: 0))
+        return (fs, fs.tree.lookup(path: "a")!, fs.tree.lookup(path: "b")!)
+    }
+
+    @Test("a member another thread is decoding, or a budget full of loading members: wouldBlock, not a wait",
+          .timeLimit(.minutes(1)))
+    func busyMemberAndFullBudget() throws {
+        let gate = Gate(), started = Gate()
+        let (fs, a, b) = try blockedFileSystem(budget: 150, gate: gate, started: started)
+        let worker = Thread { _ = try? fs.read(a, offset: 0, count: 10) { $0.count } }
+        worker.start()
+        started.waitUntilOpen()
+        #expect(throws: FSError.wouldBlock) { try fs.read(a, offset: 0, count: 10, mayWait: false) { _ in () } }
+        #expect(throws: FSError.wouldBlock) { try fs.read(b, offset: 0, count: 10, mayWait: false) { _ in () } }
+        gate.open()
+        #expect(try fs.read(a, offset: 0, count: 10) { $0.count } == 10)
+        #expect(try fs.read(b, offset: 0, count: 10) { $0.count } == 10)
+    }
+}
+
+/// Decodes through `inner` once `gate` opens; opens `started` when the first decode begins.
+struct GatedDecoder: MemberDecoder {
+    let inner: FakeDecoder
+    let gate: Gate
+    let started: Gate
+    func decodesWhole(method: UInt16) -> Bool { inner.decodesWhole(method: method) }
+    func decode(_ member: MemberLocation, into destination: UnsafeMutableRawBufferPointer) throws(MemberError) {
+        started.open()
+        gate.waitUntilOpen()
+        try inner.decode(member, into: destination)
+    }
+    func openStream(_ member: MemberLocation) throws(MemberError) -> (any MemberStream)? { try inner.openStream(member) }
 }
 
 /// Treats method 99 as stored, through the whole-buffer and the stream interfaces.
