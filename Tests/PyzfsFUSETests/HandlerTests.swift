@@ -156,8 +156,10 @@ struct HandlerTests {
         var w = ZipWriter()
         w.add("pkg/mod.py", "X = 1\n")
         w.add("pkg/other.py", "Y = 2\n")
-        // A timestamp pyc of mod.py (flags 0, mtime 1_700_000_000, source size 6); other.py has none.
-        let header: [UInt8] = [0xA7, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0] + [0x00, 0xF1, 0x53, 0x65] + [6, 0, 0, 0]
+        // A timestamp pyc of mod.py (flags 0, source size 6) compiled an hour and a second away from
+        // its zip time (2024-05-17 12:00 UTC: a zone and DOS rounding apart); other.py has none.
+        let pycTime = UInt32(1_715_947_200 + 3600 + 1)
+        let header: [UInt8] = [0xA7, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0] + withUnsafeBytes(of: pycTime.littleEndian, Array.init) + [6, 0, 0, 0]
         w.members.append(ZipWriter.Member("pkg/__pycache__/mod.cpython-311.pyc", header + [0xE3], mode: 0o100644))
         let ops = Operations(fs: try memoryFileSystem(w), archivePath: "/srv/app.pyz", logger: Logger(label: "test"))
         let pkg = fuse_ino_t(ArchiveFileSystem.inode(of: ops.fs.tree.lookup(path: "pkg")!))
@@ -176,7 +178,7 @@ struct HandlerTests {
             p += 128 + ((24 + length + 7) & ~7)
         }
         #expect(entries["mod.py"].map { $0.nodeid != 0 } == true)
-        #expect(entries["mod.py"]?.mtime == 1_700_000_000)
+        #expect(entries["mod.py"]?.mtime == Int(pycTime))
         #expect(entries["other.py"].map { $0.nodeid != 0 } == true)
         #expect(ops.fs.attributesAreKnown(ops.fs.tree.lookup(path: "pkg/mod.py")!))
     }
