@@ -669,7 +669,9 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             let extra = try withUnsafeMutableBytes(of: &probe) { (p) throws(MemberError) -> Int in try cursor.stream.read(into: p) }
             if extra != 0 { throw .sizeMismatch(declared: location.entry.uncompressedSize, actual: location.entry.uncompressedSize + 1) }
         } else {
-            lock.withLock { streams.put(cursor) }
+            // A stream pushed out is closed after the lock: closing may wait for its libzip handle.
+            let evicted = lock.withLock { streams.put(cursor) }
+            withExtendedLifetime(evicted) {}
         }
         return body(UnsafeRawBufferPointer(rebasing: scratch[0..<length]))
     }
@@ -704,12 +706,15 @@ struct StreamPool {
         return idle.remove(at: b)
     }
 
-    mutating func put(_ cursor: StreamCursor) {
+    /// Keeps `cursor`; returns the one pushed out to make room, for the caller to drop.
+    mutating func put(_ cursor: StreamCursor) -> StreamCursor? {
         tick += 1
         cursor.lastUse = tick
+        var evicted: StreamCursor? = nil
         if idle.count >= Self.capacity, let oldest = idle.indices.min(by: { idle[$0].lastUse < idle[$1].lastUse }) {
-            idle.remove(at: oldest)
+            evicted = idle.remove(at: oldest)
         }
         idle.append(cursor)
+        return evicted
     }
 }

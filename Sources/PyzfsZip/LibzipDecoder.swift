@@ -38,9 +38,15 @@ public struct ZipError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One open `zip_t`. libzip handles must not be used by two threads at once; an owner is.
+/// One open `zip_t`, with its whole central directory parsed (several MB for 100,000 entries).
+/// libzip handles must not be used by two threads at once: `LibzipDecoder` lends each to one
+/// thread at a time.
 final class ZipHandle {
     let archive: OpaquePointer
+    /// Lent to a thread now (guarded by the decoder's lock).
+    var busy = false
+    /// Streams open on this handle (guarded by the decoder's lock).
+    var streams = 0
 
     /// Opens the archive behind `path` from byte `start` (the prefix that offsets do not count).
     init(path: String, start: UInt64) throws(ZipError) {
@@ -65,23 +71,30 @@ final class ZipHandle {
 
 /// Decompresses members with libzip: every method the linked libzip supports (Debian's: deflate,
 /// bzip2), CRC-checked by libzip, and streams of members too large for the cache.
+///
+/// At most `maxHandles` handles exist for the mount's life, shared by whole decodes and by
+/// streams (libzip reads several open files of one archive in turn): what an archive costs in
+/// libzip's memory is bounded by that count, however many streams are open.
 public final class LibzipDecoder: MemberDecoder, @unchecked Sendable {
-    // @unchecked: `idle` and `open` are guarded by `lock`; the rest is immutable.
+    // @unchecked: `handles` and the handles' `busy`/`streams` are guarded by `lock`.
     let path: String
     let start: UInt64
-    let maxHandles: Int
+    public let maxHandles: Int
     private let lock = ConditionLock()
-    private var idle: [ZipHandle] = []
-    private var open = 0
+    private var handles: [ZipHandle] = []
+    private var opening = 0
 
     /// - Parameters:
     ///   - archive: the archive, reopened through its descriptor so a rename changes nothing.
     ///   - index: gives the prefix that libzip must skip.
-    public init(archive: ArchiveFile, index: ZipIndex, maxHandles: Int = 4) {
+    public init(archive: ArchiveFile, index: ZipIndex, maxHandles: Int = 2) {
         self.path = archive.stablePath
         self.start = index.offsetShift
-        self.maxHandles = maxHandles
+        self.maxHandles = max(1, maxHandles)
     }
+
+    /// Handles opened so far (at most `maxHandles`).
+    public var handleCount: Int { lock.withLock { handles.count } }
 
     /// Whether the linked libzip decompresses `method` (0 = decompression, whatever its man page says).
     public static func supports(method: UInt16) -> Bool {
@@ -91,9 +104,9 @@ public final class LibzipDecoder: MemberDecoder, @unchecked Sendable {
     public func decodesWhole(method: UInt16) -> Bool { method != 0 && Self.supports(method: method) }
 
     public func decode(_ member: MemberLocation, into destination: UnsafeMutableRawBufferPointer) throws(MemberError) {
-        let handle = try checkOut()
-        defer { checkIn(handle) }
-        let stream = try LibzipStream(handle: handle, member: member, owned: false)
+        let handle = try acquire(forStream: false)
+        defer { release(handle) }
+        let stream = try LibzipStream(handle: handle, member: member, decoder: nil)
         var done = 0
         while done < destination.count {
             let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: destination[done...]))
@@ -108,50 +121,84 @@ public final class LibzipDecoder: MemberDecoder, @unchecked Sendable {
 
     public func openStream(_ member: MemberLocation) throws(MemberError) -> (any MemberStream)? {
         guard member.entry.method == 0 || Self.supports(method: member.entry.method) else { return nil }
-        // A stream keeps its handle for its whole life, so it gets one of its own.
-        let handle: ZipHandle
-        do { handle = try ZipHandle(path: path, start: start) } catch { throw error.memberError }
-        return try LibzipStream(handle: handle, member: member, owned: true)
+        let handle = try acquire(forStream: true)
+        defer { release(handle) }
+        do {
+            return try LibzipStream(handle: handle, member: member, decoder: self)
+        } catch {
+            lock.withLock { handle.streams -= 1 }
+            throw error
+        }
     }
 
-    private func checkOut() throws(MemberError) -> ZipHandle {
+    /// Lends a handle to this thread: an idle one (for a stream, the one with the fewest streams),
+    /// or a new one while fewer than `maxHandles` exist; else waits for one.
+    func acquire(forStream: Bool) throws(MemberError) -> ZipHandle {
         lock.lock()
-        while idle.isEmpty && open >= maxHandles { lock.wait() }
-        if let h = idle.popLast() {
-            lock.unlock()
-            return h
+        while true {
+            let idle = handles.filter { !$0.busy }
+            if forStream && handles.count + opening < maxHandles && !idle.contains(where: { $0.streams == 0 }) {
+                break  // a stream gets a handle of its own while there is room
+            }
+            if let h = forStream ? idle.min(by: { $0.streams < $1.streams }) : idle.first {
+                h.busy = true
+                if forStream { h.streams += 1 }
+                lock.unlock()
+                return h
+            }
+            if handles.count + opening < maxHandles { break }
+            lock.wait()
         }
-        open += 1
+        opening += 1
         lock.unlock()
+        let h: ZipHandle
         do {
-            return try ZipHandle(path: path, start: start)
+            h = try ZipHandle(path: path, start: start)
         } catch {
-            lock.withLock { open -= 1; lock.broadcast() }
+            lock.withLock { opening -= 1; lock.broadcast() }
             throw error.memberError
         }
+        lock.withLock {
+            opening -= 1
+            h.busy = true
+            if forStream { h.streams += 1 }
+            handles.append(h)
+        }
+        return h
     }
 
-    private func checkIn(_ handle: ZipHandle) {
+    /// Waits until `handle` is idle and lends it to this thread (a stream's next read).
+    func acquire(_ handle: ZipHandle) {
+        lock.lock()
+        while handle.busy { lock.wait() }
+        handle.busy = true
+        lock.unlock()
+    }
+
+    func release(_ handle: ZipHandle, closingStream: Bool = false) {
         lock.withLock {
-            idle.append(handle)
+            handle.busy = false
+            if closingStream { handle.streams -= 1 }
             lock.broadcast()
         }
     }
 }
 
-/// A member read from its start through `zip_fread`; libzip checks the CRC at the end.
+/// A member read from its start through `zip_fread`; libzip checks the CRC at the end. A stream
+/// of `decoder` borrows its handle for each read only, so streams share handles.
 final class LibzipStream: MemberStream {
     let handle: ZipHandle
     let file: OpaquePointer
     let member: MemberLocation
     private(set) var position: UInt64 = 0
-    // Keeps an owned handle alive as long as the stream.
-    private let owned: Bool
+    /// Set for a stream that outlives the call that opened it.
+    private let decoder: LibzipDecoder?
 
-    init(handle: ZipHandle, member: MemberLocation, owned: Bool) throws(MemberError) {
+    /// Opens the member on `handle`, which the calling thread holds.
+    init(handle: ZipHandle, member: MemberLocation, decoder: LibzipDecoder?) throws(MemberError) {
         self.handle = handle
         self.member = member
-        self.owned = owned
+        self.decoder = decoder
         var st = zip_stat_t()
         zip_stat_init(&st)
         if zip_stat_index(handle.archive, UInt64(member.index), 0, &st) != 0 {
@@ -170,20 +217,30 @@ final class LibzipStream: MemberStream {
         file = f
     }
 
-    deinit { zip_fclose(file) }
+    deinit {
+        guard let decoder else {
+            zip_fclose(file)
+            return
+        }
+        decoder.acquire(handle)
+        zip_fclose(file)
+        decoder.release(handle, closingStream: true)
+    }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(MemberError) -> Int {
         guard buffer.count > 0 else { return 0 }
+        if let decoder { decoder.acquire(handle) }
         let n = zip_fread(file, buffer.baseAddress, UInt64(buffer.count))
-        if n < 0 {
-            let e = ZipError(zip_file_get_error(file))
-            if e.code == ZIP_ER_CRC {
+        let error = n < 0 ? ZipError(zip_file_get_error(file)) : nil
+        if let decoder { decoder.release(handle) }
+        if let error {
+            if error.code == ZIP_ER_CRC {
                 throw .crcMismatch(expected: member.entry.crc32, actual: nil)
             }
-            throw e.memberError
+            throw error.memberError
         }
         position += UInt64(n)
-        if UInt64(position) > member.entry.uncompressedSize {
+        if position > member.entry.uncompressedSize {
             throw .sizeMismatch(declared: member.entry.uncompressedSize, actual: position)
         }
         return Int(n)

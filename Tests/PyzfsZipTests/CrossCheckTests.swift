@@ -1,3 +1,4 @@
+import Foundation
 import PyzfsCore
 import PyzfsInflate
 import PyzfsTestSupport
@@ -111,4 +112,56 @@ struct CrossCheckTests {
         #expect(LibzipDecoder.supports(method: 12))
         #expect(!LibzipDecoder.supports(method: 42))
     }
+}
+
+@Suite("libzip handles are bounded and shared")
+struct LibzipHandleTests {
+    @Test("ten streams read in turn and from four threads at once share at most two handles")
+    func streamsShareHandles() throws {
+        let file = try ArchiveFile(path: Fixtures.shared.archive("bzip2"))
+        let index = try ZipIndex.read(from: file, path: file.path)
+        let decoder = LibzipDecoder(archive: file, index: index, maxHandles: 2)
+        let reader = MemberReader(source: file, index: index, decoders: [decoder], checksum: crc32)
+        let members = index.entries.indices.filter { index.entries[$0].uncompressedSize > 0 }
+        try #require(!members.isEmpty)
+        var streams: [(Int, any MemberStream, [UInt8])] = []
+        for k in 0..<10 {
+            let i = members[k % members.count]
+            streams.append((i, try #require(try decoder.openStream(reader.locate(i))), []))
+        }
+        // In turn: a little of each, until all are done.
+        var active = true
+        while active {
+            active = false
+            for s in streams.indices {
+                var chunk = [UInt8](repeating: 0, count: 1000)
+                let n = try withMutableBytes(&chunk) { (p) throws(MemberError) -> Int in try streams[s].1.read(into: p) }
+                if n > 0 { active = true; streams[s].2 += chunk[0..<n] }
+            }
+        }
+        for (i, _, bytes) in streams { #expect(bytes == (try reader.readWhole(i, limit: 1 << 30))) }
+        #expect(decoder.handleCount <= 2)
+        streams.removeAll()
+        let failures = Counter()
+        onThreads(4) { t in
+            for i in members {
+                guard let s = try? decoder.openStream(reader.locate(i)) else { failures.increment(); continue }
+                var all: [UInt8] = []
+                var chunk = [UInt8](repeating: 0, count: 4096 + t)
+                while let n = try? withMutableBytes(&chunk, { (p) throws(MemberError) -> Int in try s.read(into: p) }), n > 0 {
+                    all += chunk[0..<n]
+                }
+                if all != (try? reader.readWhole(i, limit: 1 << 30)) { failures.increment() }
+            }
+        }
+        #expect(failures.value == 0)
+        #expect(decoder.handleCount <= 2)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    var value: Int { lock.withLock { n } }
+    func increment() { lock.withLock { n += 1 } }
 }
