@@ -36,6 +36,11 @@ test: deps manual
 	$(MAKE) --no-print-directory fuzz-replay
 	@! grep -q ' fuse.pyzfs ' /proc/mounts || (echo "a pyzfs mount was left behind:"; grep ' fuse.pyzfs ' /proc/mounts; exit 1)
 
+# make test three times in a row with both CPUs kept busy: a flaky test fails it (docs/testing.md).
+.PHONY: test-load
+test-load: deps manual
+	sh Tests/load.sh
+
 # The stress test alone, for longer (PYZFS_STRESS_SECONDS, default 120).
 stress: deps
 	swift build --build-tests

@@ -13,6 +13,14 @@ struct RunTests {
     /// python now).
     func servers(_ marker: String) -> [pid_t] { processes(matching: "run \(app) -- sleep \(marker)") }
 
+    /// Whether process `pid` ignores `signal` (SigIgn in /proc/PID/status).
+    func signalIsIgnored(pid: pid_t, _ signal: Int32) -> Bool {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigIgn:") }),
+              let mask = UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+        return mask & (1 << UInt64(signal - 1)) != 0
+    }
+
     /// A fresh file name for the app to write its pid into.
     func pidFile() -> String { makeTemporaryDirectory("pid") + "/pid" }
 
@@ -52,14 +60,22 @@ struct RunTests {
     @Test("SIGTERM to the server does not pull files from under the app")
     func serverIgnoresTerm() throws {
         let file = pidFile()
-        let p = spawn([pyzfs, "run", app, "--", "sleep", file, "1.5"])
+        let go = file + ".go"
+        // The app holds until the test says go: it cannot end before the server is found.
+        let p = spawn([pyzfs, "run", app, "--", "hold", file, go])
+        defer { FileManager.default.createFile(atPath: go, contents: nil) }
         #expect(eventually { FileManager.default.fileExists(atPath: file) })
-        let server = servers(file)
+        let server = processes(matching: "run \(app) -- hold \(file)")
         #expect(server.count == 1, "\(server)")
-        for s in server { kill(s, SIGTERM) }
+        for s in server {
+            // SIGTERM is ignored by the server (its mask says so), so it is still serving after it.
+            #expect(signalIsIgnored(pid: s, SIGTERM), "the server does not ignore SIGTERM")
+            kill(s, SIGTERM)
+        }
+        FileManager.default.createFile(atPath: go, contents: nil)
         #expect(p.wait() == 0, "\(p.stderr)")
         #expect(p.stdout.contains("data from the mount"), "\(p.stdout) \(p.stderr)")
-        #expect(eventually { servers(file).isEmpty })
+        #expect(eventually { processes(matching: "run \(app) -- hold \(file)").isEmpty })
     }
 
     @Test("a child started with subprocess that outlives the app keeps the mount until it is done", arguments: [false, true])
@@ -96,7 +112,6 @@ struct RunTests {
             mount --make-rshared /
             XDG_RUNTIME_DIR="$3" "$0" run \(flags) "$1" -- sleep "$2" 2 > /dev/null &
             while [ ! -s "$2" ]; do sleep 0.05; done
-            sleep 0.2
             grep -c "$3/pyzfs-run-" /proc/self/mountinfo
             wait
             """
