@@ -46,8 +46,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
 
     private let lock = ConditionLock()
     private var dataOffsets: [Int: UInt64] = [:]
-    /// One integrity record per member that was read (`MemberIntegrity`).
-    private var integrity: [Int: MemberIntegrity] = [:]
+    /// The integrity state of every member (`MemberIntegrity`): one bit for each verified one,
+    /// the cause for each failed one, and the record of each first pass under way.
+    private var verifiedMembers: [UInt64]
+    private var failures: [Int: MemberError] = [:]
+    private var passes: [Int: MemberIntegrity] = [:]
     private var failedMembers = 0
     private var streams = StreamPool()
     private var sourceMtimes: [Int: Int64] = [:]
@@ -88,6 +91,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         var entryNodes = [Int32](repeating: -1, count: tree.index.entries.count)
         for (i, n) in tree.nodes.enumerated() where n.entry >= 0 && n.kind == .file { entryNodes[Int(n.entry)] = Int32(i) }
         self.entryNodes = entryNodes
+        verifiedMembers = [UInt64](repeating: 0, count: (tree.index.entries.count + 63) / 64)
         self.bytecode = bytecode ?? BytecodeIndex(tree: tree)
         var bytes: UInt64 = 0
         var over = 0
@@ -313,42 +317,61 @@ public final class ArchiveFileSystem: @unchecked Sendable {
 
     // MARK: integrity
 
-    /// The integrity record of member `index`.
+    /// The record of member `index`'s first pass (created on first use; kept only until the
+    /// member is settled, so that a mount read whole holds one bit per member, not an object).
+    /// A settled member's record says so too, for threads that held it meanwhile.
     func record(_ index: Int) -> MemberIntegrity {
         lock.withLock {
-            if let r = integrity[index] { return r }
+            if let r = passes[index] { return r }
             let r = MemberIntegrity()
-            integrity[index] = r
+            if let f = failures[index] { r.state = .failed(f) } else if isVerifiedLocked(index) { r.state = .verified }
+            if r.state == .unverified { passes[index] = r }
             return r
         }
     }
 
+    private func isVerifiedLocked(_ index: Int) -> Bool { verifiedMembers[index >> 6] & (1 << UInt64(index & 63)) != 0 }
+
+    /// Whether member `index` matched its CRC whole.
+    func isVerified(_ index: Int) -> Bool { lock.withLock { isVerifiedLocked(index) } }
+
     /// The failure recorded for member `index`, if any.
-    func failure(of index: Int) -> MemberError? {
-        guard let r = lock.withLock({ integrity[index] }) else { return nil }
-        return r.lock.withLock { r.failure }
-    }
+    func failure(of index: Int) -> MemberError? { lock.withLock { failures[index] } }
 
     /// Records that member `index`'s bytes failed their check with `error` (a passing failure
     /// of the file is not remembered), drops its pages from the kernel's cache, and returns the
     /// error for `throw`.
+    /// - Parameter holding: the member's pass record when the caller holds its lock.
     @discardableResult
-    func fail(_ index: Int, _ error: MemberError) -> MemberError {
+    func fail(_ index: Int, _ error: MemberError, holding: MemberIntegrity? = nil) -> MemberError {
         guard MemberIntegrity.isPermanent(error) else { return error }
-        let r = record(index)
-        let first = r.lock.withLock { () -> Bool in
-            if case .failed = r.state { return false }
-            r.state = .failed(error)
-            return true
+        let (first, pass) = lock.withLock { () -> (Bool, MemberIntegrity?) in
+            guard failures[index] == nil else { return (false, nil) }
+            failures[index] = error
+            failedMembers += 1
+            return (true, passes.removeValue(forKey: index))
         }
-        if first { reportFailure(index) }
+        if let pass {
+            if pass === holding { pass.state = .failed(error) } else { pass.lock.withLock { pass.state = .failed(error) } }
+        }
+        if first { corrupted(index) }
         return error
     }
 
-    /// Counts a member that just failed and drops its pages from the kernel's cache.
-    private func reportFailure(_ index: Int) {
-        lock.withLock { failedMembers += 1 }
-        corrupted(index)
+    /// Records that member `index` matched its CRC whole.
+    /// - Parameter holding: the member's pass record when the caller holds its lock.
+    func verified(_ index: Int, holding: MemberIntegrity? = nil) {
+        let pass = lock.withLock { () -> MemberIntegrity? in
+            guard failures[index] == nil else { return nil }
+            verifiedMembers[index >> 6] |= 1 << UInt64(index & 63)
+            return passes.removeValue(forKey: index)
+        }
+        guard let pass else { return }
+        if pass === holding {
+            if pass.state == .unverified { pass.state = .verified }
+        } else {
+            pass.lock.withLock { if pass.state == .unverified { pass.state = .verified } }
+        }
     }
 
     /// A member served by streaming is read to its end once, which checks its size and CRC,
@@ -375,12 +398,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         }
         r.lock.unlock()
         if let failure { throw fail(location.index, failure) }
-    }
-
-    /// Records that member `index` matched its CRC whole.
-    func verified(_ index: Int) {
-        let r = record(index)
-        r.lock.withLock { if r.state == .unverified { r.state = .verified } }
+        verified(location.index)
     }
 
     /// A large member through its checkpoint index: during the first in-order pass its chunks
@@ -412,8 +430,10 @@ public final class ArchiveFileSystem: @unchecked Sendable {
                 }
                 if isELF || !continues {
                     guard mayWait else { return nil }
+                    // Returns only once the CRC matched over the whole member.
                     try large.completeIndex(cache: cache, inflater: inflater)
-                    continue
+                    return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
+                                          readAhead: readAhead, body)
                 }
                 r.lock.withLock { r.covered = max(r.covered, offset + UInt64(length)) }
                 return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
@@ -563,6 +583,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             return true
         }
 
+        if isVerified(index) {
+            guard try fill(scratch, at: offset) else { return nil }
+            return body(UnsafeRawBufferPointer(scratch))
+        }
+        if let f = failure(of: index) { throw f }
         let r = record(index)
         // The request loop never waits, not even for another thread's check of this member.
         if mayWait { r.lock.lock() } else if !r.lock.tryLock() { return nil }
@@ -613,12 +638,12 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         guard r.state == .unverified else { return }
         if r.crc == entry.crc32 {
             r.state = .verified
+            verified(index, holding: r)
             return
         }
         let error = MemberError.crcMismatch(expected: entry.crc32, actual: r.crc)
         r.state = .failed(error)
-        reportFailure(index)
-        throw error
+        throw fail(index, error, holding: r)
     }
 
     /// Called once when a member turns out corrupt after some of its bytes were served, so the

@@ -59,3 +59,35 @@ struct IntegrityTests {
         }
     }
 }
+
+/// The server's memory: the cache budget, the bytecode budget, and a stated cost per entry.
+@Suite("Memory bound", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+struct MemoryBoundTests {
+    /// What docs/design.md states: peak RSS <= cache_size + pycache_size + fixed + per entry.
+    static let fixedCost = 16 << 20
+    static let perEntryCost = 1024
+
+    @Test("100,000 entries read whole by 16 processes: peak RSS within the stated bound")
+    func hundredThousandEntries() throws {
+        let archive = Fixtures.shared.archive("many100k")
+        try withMount(archive, options: ["cache_size=16M", "pycache_size=8M"]) { mnt in
+            let reader = """
+            import os, sys
+            n = 0
+            for d, _, files in os.walk(sys.argv[1]):
+                for f in files:
+                    with open(os.path.join(d, f), "rb") as fh:
+                        n += len(fh.read())
+            print(n)
+            """
+            let readers = (0..<16).map { _ in spawn(["python3", "-c", reader, mnt]) }
+            for r in readers { #expect(r.wait(timeout: 600) == 0, "\(r.stderr)") }
+            #expect(Set(readers.map(\.stdout)).count == 1 && readers[0].stdout == "27777800\n", "\(readers[0].stdout)")
+            let stats = readStats(mnt)
+            let kb = try #require((stats["pid"] as? Int).flatMap(peakResidentKiB), "no VmHWM: \(stats)")
+            let bound = (16 << 20) + (8 << 20) + Self.fixedCost + 100_000 * Self.perEntryCost
+            #expect(kb * 1024 <= bound, "peak RSS \(kb) KiB, bound \(bound / 1024) KiB")
+            #expect((stats["bytes_held"] as? Int ?? Int.max) <= 16 << 20)
+        }
+    }
+}
