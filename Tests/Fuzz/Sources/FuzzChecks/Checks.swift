@@ -415,7 +415,9 @@ public final class Checker {
                 if member.last == UInt8(ascii: "/") { member.removeLast() }
                 if member != paths[i] { fail("tree-entry", "node \(show(paths[i])) serves member \(show(member))") }
             }
-            if node.permissions & ~0o777 != 0 || node.permissions & umask != 0 {
+            // Never group- or other-writable (docs/names.md); symlinks show 0777 as everywhere.
+            if node.permissions & ~0o777 != 0 || node.permissions & umask != 0
+                || (node.kind != .symlink && node.permissions & 0o022 != 0) {
                 fail("tree-modes", "node \(show(paths[i])) has permissions \(String(node.permissions, radix: 8)) (umask \(String(umask, radix: 8)))")
             }
         }
