@@ -742,7 +742,7 @@ public final class Checker {
                 if let node = overlay.node(ino), !node.isDirectory { held += node.data.count }
             }
             let stats = overlay.statistics
-            if stats.bytes != held || stats.bytes > budget || stats.bytes < 0 {
+            if stats.bytes != held || stats.bytes + stats.entryBytes > budget || stats.bytes < 0 {
                 fail("overlay", "the overlay counts \(stats.bytes) bytes, files hold \(held) (budget \(budget))")
                 return
             }
