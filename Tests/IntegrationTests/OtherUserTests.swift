@@ -4,8 +4,8 @@ import PyzfsCore
 import PyzfsTestSupport
 import Testing
 
-/// What other users can do to a mount: real mounts, a real second uid.
-@Suite("Other users", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+/// What other users and an explicit `ro` can do to a mount: real mounts, a real second uid.
+@Suite("Other users and ro", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
 struct OtherUserTests {
     /// An archive without pycs whose directories claim mode 0777 and whose files claim 0666.
     static func worldWritableArchive() -> (path: String, directory: String) {
@@ -113,5 +113,56 @@ struct OtherUserTests {
             #expect(FileManager.default.contents(atPath: pc + "/owner.cpython-311.pyc") == Data([1, 2, 3]))
             #expect(mkdir(mnt + "/__pycache__", 0o755) == 0, "mkdir: \(errnoText(errno))")
         }
+    }
+
+    /// The options field of the mount at `mnt` in /proc/self/mountinfo ("ro,nosuid,...").
+    func kernelOptions(_ mnt: String) -> [String] {
+        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let line = info.split(separator: "\n").last { $0.split(separator: " ").dropFirst(4).first.map(String.init) == mnt }
+        return line.map { $0.split(separator: " ")[5].split(separator: ",").map(String.init) } ?? []
+    }
+
+    @Test("an explicit ro is a read-only kernel mount with the overlay off; the default is rw with the overlay",
+          arguments: [["ro"], ["ro", "dev", "suid"], ["ro", "pycache=memory"], []])
+    func explicitReadOnly(options: [String]) throws {
+        let (archive, directory) = Self.worldWritableArchive()
+        defer { removeTree(directory) }
+        let readOnly = options.contains("ro")
+        try withMount(archive, options: options) { mnt in
+            let kernel = kernelOptions(mnt)
+            #expect(kernel.contains(readOnly ? "ro" : "rw"), "\(kernel)")
+            #expect(kernel.contains("nosuid") && kernel.contains("nodev"), "\(kernel)")
+            let made = mkdir(mnt + "/__pycache__", 0o755)
+            let e = errno
+            if readOnly {
+                #expect(made != 0 && e == EROFS, "mkdir on an ro mount: \(made) \(errnoText(e))")
+            } else {
+                #expect(made == 0, "mkdir __pycache__ with the overlay: \(errnoText(e))")
+                #expect(mkdir(mnt + "/other", 0o755) != 0 && errno == EROFS)
+            }
+            let l = run([TestEnvironment.binary, "list"])
+            let fields = l.stdout.split(separator: "\n").first { $0.contains(mnt) }?.split(separator: "\t").map(String.init) ?? []
+            #expect(fields.count == 4 && fields[2] == (readOnly ? "ro" : "rw,bytecode"), "\(l)")
+            let j = run([TestEnvironment.binary, "list", "--json"])
+            #expect(j.stdout.split(separator: "\n").first { $0.contains(mnt) }?
+                .contains("\"mode\":\"\(readOnly ? "ro" : "rw")\",\"bytecode_overlay\":\(!readOnly)") == true, "\(j)")
+        }
+    }
+
+    @Test("pyzfs run composes ro the same way: a read-only mount without the overlay", arguments: [true, false])
+    func runReadOnly(readOnly: Bool) throws {
+        let directory = makeTemporaryDirectory("run-ro")
+        defer { removeTree(directory) }
+        let archive = directory + "/app.pyz"
+        let script = """
+        import sys, zipfile
+        with zipfile.ZipFile(sys.argv[1], "w") as z:
+            z.writestr("mod.py", "X = 1\\n")
+            z.writestr("__main__.py", "import os\\nprint(os.statvfs(os.path.dirname(__file__)).f_flag & os.ST_RDONLY)\\n")
+        """
+        #expect(run(["python3", "-c", script, archive]).status == 0)
+        let r = run([TestEnvironment.binary, "run"] + (readOnly ? ["-o", "ro"] : []) + [archive], timeout: 120)
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stdout == (readOnly ? "1\n" : "0\n"), "\(r)")
     }
 }

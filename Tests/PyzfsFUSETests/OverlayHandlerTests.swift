@@ -215,6 +215,26 @@ struct OverlayHandlerTests {
         #expect(r.last == .error(EEXIST))
     }
 
+    @Test("ro turns the overlay off: a read-only mount whatever pycache= says")
+    func readOnly() throws {
+        for groups in [["ro"], ["ro,pycache=memory"], ["pycache=memory", "ro,dev,suid"]] {
+            let options = try MountOptions.parse(groups)
+            #expect(options.readOnly)
+            #expect(!options.acceptsBytecode { (total: 10, withoutBytecode: 10) }, "\(groups)")
+        }
+        #expect(try MountOptions.parse(["pycache=auto"]).acceptsBytecode { (total: 10, withoutBytecode: 10) })
+        // Without the overlay, every change is EROFS, a new __pycache__ at the root included.
+        let ops = try Self.operations(pycacheBudget: nil)
+        let r = Recorder(uid: Self.owner)
+        ops.mkdir(r, parent: 1, name: "__pycache__")
+        #expect(r.last == .error(EROFS))
+        var fi = fuse_file_info()
+        ops.create(r, parent: ino("pkg/__pycache__"), name: "m.cpython-311.pyc.1", fi: &fi)
+        #expect(r.last == .error(EROFS))
+        ops.unlink(r, parent: ino("pkg/__pycache__"), name: "old.cpython-311.pyc")
+        #expect(r.last == .error(EROFS))
+    }
+
     @Test("every failed reply goes through errno(for:): no handler answers a raw errno")
     func oneErrnoMapping() throws {
         let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
