@@ -139,6 +139,7 @@ struct Mounter {
         if foreground {
             log.info("\(summary)")
             let status = "READY=1\nSTATUS=\(summary)"
+            Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
             let rc = server.run(onReady: { SystemdNotify.send(status) })
             SystemdNotify.send("STOPPING=1")
             exit(rc == 0 ? 0 : Exit.software)
@@ -160,6 +161,8 @@ struct Mounter {
             detachFromCaller(keeping: [fds[1], server.fd, archiveFD], logFD: logFD)
             log.info("\(summary)")
             let ready = fds[1]
+            // The mount is made and no thread runs yet: what serving does not need goes now.
+            Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
             let rc = server.run(onReady: { signalReady(ready) })
             log.info("unmounted \(mountpoint)")
             _exit(rc == 0 ? 0 : 1)
