@@ -25,8 +25,8 @@ public final class PycacheOverlay: @unchecked Sendable {
     /// Inode numbers of overlay nodes start here (after the archive's).
     public let firstInode: UInt64
     /// What one entry costs the budget besides its name and data: its node, its slots in the two
-    /// tables, and the name's array header (measured at about 200 bytes on 64-bit Linux). It
-    /// bounds the number of entries too: at most `budget / entryCost`.
+    /// tables and the name's array header, rounded up generously (an estimate from the layouts,
+    /// not a measurement). It bounds the number of entries too: at most `budget / entryCost`.
     public static let entryCost = 256
     private let lock = ConditionLock()
     // Live nodes by inode. A removed node is dropped (its memory goes back), and its inode number
