@@ -25,9 +25,10 @@ public final class PycacheOverlay: @unchecked Sendable {
     /// Inode numbers of overlay nodes start here (after the archive's).
     public let firstInode: UInt64
     /// What one entry costs the budget besides its name and data: its node, its slots in the two
-    /// tables and the name's array header, rounded up generously (an estimate from the layouts,
-    /// not a measurement). It bounds the number of entries too: at most `budget / entryCost`.
-    public static let entryCost = 256
+    /// tables and the name's allocation. Measured: 400,000 entries with 25-byte names grew a
+    /// process by about 290 bytes each, the tables' growth slack included; 384 leaves room. It
+    /// bounds the number of entries too: at most `budget / entryCost`.
+    public static let entryCost = 384
     private let lock = ConditionLock()
     // Live nodes by inode. A removed node is dropped (its memory goes back), and its inode number
     // is never given again: the kernel may still hold it, and must then get ENOENT, not another

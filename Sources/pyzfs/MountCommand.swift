@@ -42,7 +42,7 @@ struct MountCommand: ParsableCommand {
         whatever pycache= says; fstab's ro does the same.
 
         pycache_size=SIZE: bytes of bytecode held at most, each file's and directory's name and \
-        256 bytes per entry counted too (default 64M; beyond, CPython just does not cache).
+        384 bytes per entry counted too (default 64M; beyond, CPython just does not cache).
 
         prefetch=N: threads that decompress shared libraries before they are read (default: \
         one less than the CPUs, at least 1; 0 disables).
