@@ -2,6 +2,9 @@
 // _GNU_SOURCE, which this file alone defines) and variadic functions.
 #define _GNU_SOURCE 1
 #include <errno.h>
+#include <linux/capability.h>
+#include <stdint.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -68,3 +71,31 @@ int pyzfs_receive_descriptor(int socket) {
 /// The signal and sender kind of a siginfo_t: si_code <= 0 means sent by a process (kill),
 /// > 0 by the kernel (a terminal's Ctrl-C, a child's exit).
 int pyzfs_siginfo_from_process(const siginfo_t *info) { return info->si_code <= 0; }
+
+/// Drops what a root FUSE server does not need once its mount is made; keeps the capabilities
+/// in `keep` (bit N is CAP_N) in the permitted and effective sets.
+int pyzfs_drop_privileges(uint64_t keep) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    // Ambient capabilities (kernel 4.3+) would survive an execve: none.
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+    // The bounding set, all of it (needs CAP_SETPCAP, so before capset drops that); EINVAL
+    // marks the first number past the kernel's last capability.
+    for (int cap = 0; cap < 64; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            if (errno == EINVAL) break;
+            return -1;
+        }
+    }
+    // capget/capset through syscall(2): glibc declares neither (libcap's header does).
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        uint32_t k = (uint32_t)(keep >> (32 * i));
+        data[i].permitted &= k;
+        data[i].effective &= k;
+        data[i].inheritable = 0;
+    }
+    return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
+}

@@ -76,6 +76,12 @@ public enum FSError: Error, Equatable, Sendable {
     case exists
     /// The in-memory bytecode cache is full (ENOSPC).
     case noSpace
+    /// A name component over 255 bytes (ENAMETOOLONG).
+    case nameTooLong
+    /// The caller may not change the mount: only its owner and root may (EACCES).
+    case permissionDenied
+    /// The operation is not implemented for this kind of node (ENOSYS: the kernel then stops asking).
+    case notImplemented
     /// Answering needs a decompression or disk I/O, and the caller asked not to wait: retry
     /// the same call with `mayWait` on a worker thread.
     case wouldBlock

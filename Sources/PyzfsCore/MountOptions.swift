@@ -23,6 +23,9 @@ public struct MountOptions: Sendable, Equatable {
     public var overridden: [String] = []
     /// Whether `noexec` was asked for (native extensions then cannot load).
     public var noexec = false
+    /// Whether `ro` was asked for: the kernel mount is then read-only and the bytecode overlay
+    /// is off, whatever `pycache=` says (fstab and mount.fuse3 pass `ro` on).
+    public var readOnly = false
 
     public init() {}
 
@@ -128,6 +131,7 @@ public struct MountOptions: Sendable, Equatable {
                 break  // fstab annotations (x-systemd.*, x-gvfs-*) are for other programs
             } else if value == nil && Self.libfuseFlags.contains(key) {
                 if key == "noexec" { noexec = true }
+                if key == "ro" { readOnly = true }
                 if key == "exec" { noexec = false }
                 if !["ro", "nosuid", "nodev"].contains(key) { libfuse.append(key) }
             } else if value != nil && Self.libfuseValued.contains(key) {
@@ -136,6 +140,23 @@ public struct MountOptions: Sendable, Equatable {
             } else {
                 throw .unknownOption(key)
             }
+        }
+    }
+
+    /// Whether the mount takes CPython's bytecode into memory (and so must be a read-write kernel
+    /// mount): never with `ro`; with `pycache=auto`, when most sources have no pyc beside them.
+    /// - Parameter sources: counts of `.py` files in the archive, and of those without a pyc.
+    public func acceptsBytecode(sources: () -> (total: Int, withoutBytecode: Int)) -> Bool {
+        // An explicit ro is a read-only kernel mount, which the overlay could not write into.
+        if readOnly { return false }
+        switch pycache {
+        case .memory: return true
+        case .off: return false
+        case .auto:
+            // Archives built without bytecode (shiv, pex, plain zipapp) would compile every module
+            // on every start; archives that carry pycs gain nothing and stay a read-only mount.
+            let s = sources()
+            return s.withoutBytecode * 2 > s.total
         }
     }
 

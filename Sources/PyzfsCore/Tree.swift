@@ -259,7 +259,9 @@ public struct Tree: Sendable {
                 note = "a device, FIFO or socket in the archive is served as a regular file"
             }
         }
-        let stored = UInt16(mode & 0o777)
+        // Never group- or other-writable: under allow_other, a writable directory would let
+        // another user put code where the mount's owner imports it (docs/names.md).
+        let stored = UInt16(mode & 0o755)
         let permissions: UInt16
         switch kind {
         case .symlink: permissions = 0o777

@@ -14,7 +14,9 @@ extension Operations {
     func overlayStat(_ ino: UInt64, _ node: PycacheOverlay.Node) -> stat {
         var st = Glibc.stat()
         st.st_ino = __ino_t(ino)
-        st.st_mode = node.isDirectory ? 0o040755 : 0o100644
+        // What the overlay creates follows -o umask, as the archive's members do.
+        let permissions = UInt32((node.isDirectory ? 0o755 : 0o644) & ~fs.tree.options.umask)
+        st.st_mode = (node.isDirectory ? S_IFDIR : S_IFREG) | permissions
         st.st_nlink = node.isDirectory ? 2 : 1
         st.st_uid = fs.ownership.uid
         st.st_gid = fs.ownership.gid
@@ -39,9 +41,8 @@ extension Operations {
         return e
     }
 
-    func overlayLookup(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
-        let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
-        if let ino = fs.overlay?.lookup(parent: UInt64(parent), name: bytes), let e = overlayEntry(ino) {
+    func overlayLookup(_ r: some Responder, parent: fuse_ino_t, name: [UInt8]) {
+        if let ino = fs.overlay?.lookup(parent: UInt64(parent), name: name), let e = overlayEntry(ino) {
             return r.entry(e)
         }
         var e = fuse_entry_param()
@@ -50,34 +51,35 @@ extension Operations {
     }
 
     func overlayGetattr(_ r: some Responder, ino: fuse_ino_t) {
-        guard let o = fs.overlay, let node = o.node(UInt64(ino)) else { return r.error(ENOENT) }
+        guard let o = fs.overlay, let node = o.node(UInt64(ino)) else { return fail(r, .notFound) }
         r.attr(overlayStat(UInt64(ino), node), timeout: 0)
     }
 
     func overlayOpen(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
-        guard let o = fs.overlay, let node = o.node(UInt64(ino)) else { return r.error(ENOENT) }
-        if node.isDirectory { return r.error(EISDIR) }
+        guard let o = fs.overlay, let node = o.node(UInt64(ino)) else { return fail(r, .notFound) }
+        if node.isDirectory { return fail(r, .isDirectory) }
         let flags = fi?.pointee.flags ?? O_RDONLY
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
+        if writes && !mayChange(r) { return fail(r, .permissionDenied) }
         // A pyc renamed onto its final name is sealed: cached bytecode cannot be rewritten.
-        if writes && node.sealed { return r.error(EROFS) }
+        if writes && node.sealed { return fail(r, .readOnly) }
         if flags & O_TRUNC != 0 {
-            do { try o.truncate(UInt64(ino), to: 0) } catch { return r.error(errno(for: error)) }
+            do { try o.truncate(UInt64(ino), to: 0) } catch { return fail(r, error) }
         }
         r.open(fi, keepCache: false, cacheDirectory: false)
     }
 
     func overlayRead(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int) {
-        guard let o = fs.overlay else { return r.error(ENOENT) }
+        guard let o = fs.overlay else { return fail(r, .notFound) }
         do {
             try o.read(UInt64(ino), offset: UInt64(max(0, offset)), count: size) { r.data($0) }
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
     func overlayReaddir(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int, plus: Bool) {
-        guard let o = fs.overlay, let node = o.node(UInt64(ino)), node.isDirectory else { return r.error(ENOTDIR) }
+        guard let o = fs.overlay, let node = o.node(UInt64(ino)), node.isDirectory else { return fail(r, .notDirectory) }
         let entries: [(name: [UInt8], ino: UInt64, isDirectory: Bool)] =
             [(Array(".".utf8), UInt64(ino), true), (Array("..".utf8), node.parent, true)] + o.children(of: UInt64(ino))
         let out = DirectoryBuffer(size: size, plus: plus)
@@ -104,17 +106,32 @@ extension Operations {
         return name.withUnsafeBytes { fs.tree.child(of: p, named: $0) } != nil
     }
 
+    /// Whether the caller of request `r` may change the mount: only the user who made it, and
+    /// root. Others could otherwise write bytecode that the owner's python3 then runs, whatever
+    /// modes the archive claims (and `-o uid=`, which only changes what `st_uid` shows).
+    func mayChange(_ r: some Responder) -> Bool { r.uid == 0 || r.uid == mountOwner }
+
+    /// The first refusal of a change to `names` in `parent`: a name too long, a mount without
+    /// the overlay, a caller other than the owner; nil when the overlay may decide.
+    private func refusal(_ r: some Responder, _ names: [UInt8]...) -> FSError? {
+        if names.contains(where: { $0.count > PathRules.maxComponentLength }) { return .nameTooLong }
+        if fs.overlay == nil { return .readOnly }
+        if !mayChange(r) { return .permissionDenied }
+        return nil
+    }
+
     /// FUSE `mkdir`: a `__pycache__` directory in a directory of the archive.
     public func mkdir(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
         let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+        if let refused = refusal(r, bytes) { return fail(r, refused) }
         guard let o = fs.overlay, fs.node(ofInode: UInt64(parent)).map({ fs.tree.nodes[$0].kind == .directory }) == true
-        else { return r.error(EROFS) }
-        if archiveHas(parent: parent, name: bytes) { return r.error(EEXIST) }
+        else { return fail(r, .readOnly) }
+        if archiveHas(parent: parent, name: bytes) { return fail(r, .exists) }
         do {
             let ino = try o.mkdir(parent: UInt64(parent), name: bytes, now: now)
             r.entry(overlayEntry(ino)!)
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
@@ -122,23 +139,25 @@ extension Operations {
     public func create(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>,
                        fi: UnsafeMutablePointer<fuse_file_info>?) {
         let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
-        guard let o = fs.overlay else { return r.error(EROFS) }
-        if archiveHas(parent: parent, name: bytes) { return r.error(EROFS) }
+        if let refused = refusal(r, bytes) { return fail(r, refused) }
+        guard let o = fs.overlay else { return fail(r, .readOnly) }
+        if archiveHas(parent: parent, name: bytes) { return fail(r, .exists) }
         do {
             let ino = try o.create(parent: UInt64(parent), parentIsPycache: isPycacheDirectory(parent), name: bytes, now: now)
             r.created(overlayEntry(ino)!, fi)
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
     /// FUSE `write`: into an overlay file only.
     public func write(_ r: some Responder, ino: fuse_ino_t, bytes: UnsafeRawBufferPointer, offset: Int) {
-        guard let o = fs.overlay, o.contains(UInt64(ino)) else { return r.error(EROFS) }
+        guard let o = fs.overlay, o.contains(UInt64(ino)) else { return fail(r, .readOnly) }
+        guard mayChange(r) else { return fail(r, .permissionDenied) }
         do {
             r.written(try o.write(UInt64(ino), offset: UInt64(max(0, offset)), bytes: bytes, now: now))
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
@@ -147,38 +166,41 @@ extension Operations {
                        newParent: fuse_ino_t, newName: UnsafePointer<CChar>, flags: UInt32) {
         let from = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
         let to = Array(UnsafeRawBufferPointer(start: newName, count: strlen(newName)))
-        guard let o = fs.overlay, flags == 0 else { return r.error(EROFS) }
+        if let refused = refusal(r, from, to) { return fail(r, refused) }
+        guard let o = fs.overlay, flags == 0 else { return fail(r, .readOnly) }
         do {
             try o.rename(parent: UInt64(parent), name: from, newParent: UInt64(newParent), newName: to,
                          targetInArchive: archiveHas(parent: newParent, name: to))
             r.error(0)
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
     /// FUSE `unlink`: an overlay file only.
     public func unlink(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
         let bytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
-        guard let o = fs.overlay, !archiveHas(parent: parent, name: bytes) else { return r.error(EROFS) }
+        if let refused = refusal(r, bytes) { return fail(r, refused) }
+        guard let o = fs.overlay, !archiveHas(parent: parent, name: bytes) else { return fail(r, .readOnly) }
         do {
             try o.unlink(parent: UInt64(parent), name: bytes)
             r.error(0)
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
     /// FUSE `setattr`: an overlay file may be truncated; its mode and times are what they are.
     public func setattr(_ r: some Responder, ino: fuse_ino_t, attr: UnsafeMutablePointer<stat>?, toSet: Int32) {
-        guard let o = fs.overlay, o.contains(UInt64(ino)) else { return r.error(EROFS) }
+        guard let o = fs.overlay, o.contains(UInt64(ino)) else { return fail(r, .readOnly) }
+        guard mayChange(r) else { return fail(r, .permissionDenied) }
         do {
             if toSet & FUSE_SET_ATTR_SIZE != 0, let attr {
                 try o.truncate(UInt64(ino), to: UInt64(max(0, attr.pointee.st_size)))
             }
             overlayGetattr(r, ino: ino)
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 }

@@ -31,10 +31,16 @@ public final class Operations: @unchecked Sendable {
     // Set once, then read by every lookup, getattr and read: an atomic load, not a lock.
     private let _workers = AtomicLazyReference<WorkerPool>()
 
-    public init(fs: ArchiveFileSystem, archivePath: String, logger: Logger) {
+    /// The user who made the mount: with root, the only caller who may write bytecode into it.
+    public let mountOwner: UInt32
+
+    /// - Parameter mountOwner: the user who made the mount (the server's real uid by default;
+    ///   `-o uid=` does not change it).
+    public init(fs: ArchiveFileSystem, archivePath: String, logger: Logger, mountOwner: UInt32 = getuid()) {
         self.fs = fs
         self.archivePath = archivePath
         self.logger = logger
+        self.mountOwner = mountOwner
     }
 
     /// Starts the worker threads (in the process that serves: threads do not survive `fork`).
@@ -77,6 +83,9 @@ public final class Operations: @unchecked Sendable {
         case .rangeTooSmall: return ERANGE
         case .exists: return EEXIST
         case .noSpace: return ENOSPC
+        case .nameTooLong: return ENAMETOOLONG
+        case .permissionDenied: return EACCES
+        case .notImplemented: return ENOSYS
         case .wouldBlock:
             // Handlers retry such calls on a worker; this answer never reaches the kernel.
             return EAGAIN
@@ -89,6 +98,12 @@ public final class Operations: @unchecked Sendable {
             if case .encrypted = cause { return EACCES }
             return EIO
         }
+    }
+
+    /// Answers request `r` with the errno of `error`: every failed reply goes through here.
+    @inline(__always)
+    func fail(_ r: some Responder, _ error: FSError, node: Int? = nil) {
+        r.error(errno(for: error, node: node))
     }
 
     // MARK: attributes
@@ -123,7 +138,7 @@ public final class Operations: @unchecked Sendable {
     @inline(__always)
     func node(_ r: some Responder, _ ino: fuse_ino_t) -> Int? {
         guard let n = fs.node(ofInode: UInt64(ino)) else {
-            r.error(ENOENT)
+            fail(r, .notFound)
             return nil
         }
         return n
@@ -133,17 +148,19 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `lookup`. A miss is answered with inode 0 and a timeout, so the kernel caches it.
     public func lookup(_ r: some Responder, parent: fuse_ino_t, name: UnsafePointer<CChar>) {
-        if isOverlay(parent) { return overlayLookup(r, parent: parent, name: name) }
-        guard let p = node(r, parent) else { return }
         let bytes = UnsafeRawBufferPointer(start: name, count: strlen(name))
+        // The kernel lets names up to 1024 bytes through; no node here has one over 255.
+        guard bytes.count <= PathRules.maxComponentLength else { return fail(r, .nameTooLong) }
+        if isOverlay(parent) { return overlayLookup(r, parent: parent, name: Array(bytes)) }
+        guard let p = node(r, parent) else { return }
         do {
             let c = try fs.lookup(parent: p, name: bytes)
             afterModificationTime(of: c) { r.entry(self.entryParam(c)) }
             fs.noteLookup(c)
         } catch .notFound {
-            overlayLookup(r, parent: parent, name: name)  // a file written into __pycache__, or a cached miss
+            overlayLookup(r, parent: parent, name: Array(bytes))  // a file written into __pycache__, or a cached miss
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
@@ -161,12 +178,12 @@ public final class Operations: @unchecked Sendable {
     public func open(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
         if isOverlay(ino) { return overlayOpen(r, ino: ino, fi: fi) }
         guard let n = node(r, ino) else { return }
-        if zeroMessageOpens.load(ordering: .relaxed) { return r.error(ENOSYS) }
+        if zeroMessageOpens.load(ordering: .relaxed) { return fail(r, .notImplemented) }
         do {
             try fs.open(n, flags: fi?.pointee.flags ?? O_RDONLY)
             r.open(fi, keepCache: true, cacheDirectory: false)
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
@@ -174,7 +191,7 @@ public final class Operations: @unchecked Sendable {
     public func read(_ r: some Responder, ino: fuse_ino_t, size: Int, offset: Int) {
         if isOverlay(ino) { return overlayRead(r, ino: ino, size: size, offset: offset) }
         guard let n = node(r, ino) else { return }
-        guard offset >= 0 else { return r.error(EINVAL) }
+        guard offset >= 0 else { return fail(r, .invalidArgument) }
         do {
             try fs.read(n, offset: UInt64(offset), count: size, mayWait: workers == nil) { bytes in r.data(bytes) }
         } catch .wouldBlock {
@@ -182,11 +199,11 @@ public final class Operations: @unchecked Sendable {
                 do throws(FSError) {
                     try self.fs.read(n, offset: UInt64(offset), count: size) { bytes in r.data(bytes) }
                 } catch {
-                    r.error(self.errno(for: error, node: n))
+                    self.fail(r, error, node: n)
                 }
             }
         } catch {
-            r.error(errno(for: error, node: n))
+            fail(r, error, node: n)
         }
     }
 
@@ -197,8 +214,8 @@ public final class Operations: @unchecked Sendable {
     public func opendir(_ r: some Responder, ino: fuse_ino_t, fi: UnsafeMutablePointer<fuse_file_info>?) {
         if isOverlay(ino) { return r.open(fi, keepCache: false, cacheDirectory: false) }
         guard let n = node(r, ino) else { return }
-        guard fs.tree.nodes[n].kind == .directory else { return r.error(ENOTDIR) }
-        if zeroMessageOpens.load(ordering: .relaxed) { return r.error(ENOSYS) }
+        guard fs.tree.nodes[n].kind == .directory else { return fail(r, .notDirectory) }
+        if zeroMessageOpens.load(ordering: .relaxed) { return fail(r, .notImplemented) }
         // With bytecode written into the mount, listings change: the kernel must ask again.
         r.open(fi, keepCache: fs.overlay == nil, cacheDirectory: fs.overlay == nil)
     }
@@ -209,10 +226,10 @@ public final class Operations: @unchecked Sendable {
         if isOverlay(ino) { return overlayReaddir(r, ino: ino, size: size, offset: offset, plus: plus) }
         guard let n = node(r, ino) else { return }
         let children: ArraySlice<UInt32>
-        do { children = try fs.children(of: n) } catch { return r.error(errno(for: error)) }
+        do { children = try fs.children(of: n) } catch { return fail(r, error) }
         let added = fs.overlay?.children(of: UInt64(ino)) ?? []
         let total = children.count + 2 + added.count
-        guard offset >= 0 else { return r.error(EINVAL) }
+        guard offset >= 0 else { return fail(r, .invalidArgument) }
         if offset >= total { return r.data(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let out = DirectoryBuffer(size: size, plus: plus)
         for k in offset..<total {
@@ -259,14 +276,14 @@ public final class Operations: @unchecked Sendable {
 
     /// FUSE `readlink`.
     public func readlink(_ r: some Responder, ino: fuse_ino_t) {
-        if isOverlay(ino) { return r.error(EINVAL) }
+        if isOverlay(ino) { return fail(r, .invalidArgument) }
         guard let n = node(r, ino) else { return }
         do {
             var target = try fs.readlink(n)
             target.append(0)
             target.withUnsafeBytes { r.readlink($0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
         } catch {
-            r.error(errno(for: error))
+            fail(r, error)
         }
     }
 
@@ -285,12 +302,12 @@ public final class Operations: @unchecked Sendable {
     /// FUSE `getxattr`. Members carry no attributes; the root answers pyzfs's control names
     /// (not listed, so copying tools do not carry them).
     public func getxattr(_ r: some Responder, ino: fuse_ino_t, name: UnsafePointer<CChar>, size: Int) {
-        if isOverlay(ino) { return r.error(errno(for: fs.overlay?.node(UInt64(ino)) == nil ? .notFound : .noAttribute)) }
+        if isOverlay(ino) { return fail(r, fs.overlay?.node(UInt64(ino)) == nil ? .notFound : .noAttribute) }
         guard let n = node(r, ino) else { return }
-        guard n == Tree.root, let value = controlAttribute(string(fromCString: name)) else { return r.error(errno(for: .noAttribute)) }
+        guard n == Tree.root, let value = controlAttribute(string(fromCString: name)) else { return fail(r, .noAttribute) }
         let bytes = Array(value.utf8)
         if size == 0 { return r.xattrSize(bytes.count) }
-        guard size >= bytes.count else { return r.error(errno(for: .rangeTooSmall)) }
+        guard size >= bytes.count else { return fail(r, .rangeTooSmall) }
         bytes.withUnsafeBytes { r.data($0) }
     }
 
@@ -301,7 +318,7 @@ public final class Operations: @unchecked Sendable {
     }
 
     /// Every operation that would change the tree.
-    public func refuseWrite(_ r: some Responder) { r.error(EROFS) }
+    public func refuseWrite(_ r: some Responder) { fail(r, .readOnly) }
 
     /// Values of the control attributes on the root.
     func controlAttribute(_ name: String) -> String? {
@@ -316,7 +333,7 @@ public final class Operations: @unchecked Sendable {
 
     func statisticsJSON() -> String {
         let s = fs.cache.statistics
-        let pyc = fs.overlay?.statistics ?? (files: 0, bytes: 0, written: 0)
+        let pyc = fs.overlay?.statistics ?? (files: 0, bytes: 0, written: 0, entries: 0, entryBytes: 0)
         return """
         {"pid":\(getpid()),"archive":\(jsonString(archivePath)),"budget":\(s.budget),"bytes_held":\(s.bytesHeld),\
         "members_held":\(s.membersHeld),"hits":\(s.hits),"misses":\(s.misses),"waits":\(s.waits),\
@@ -324,7 +341,8 @@ public final class Operations: @unchecked Sendable {
         "decompression_seconds":\(Double(s.decompressionNanoseconds) / 1e9),"decompressed_bytes":\(s.decompressedBytes),\
         "failures":\(fs.failedMemberCount),"read_errors":\(readErrors.load(ordering: .relaxed)),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
         "members_over_budget":\(fs.membersOverBudget),"streams_opened":\(fs.streamsOpened),\
-        "pycache_files":\(pyc.files),"pycache_bytes":\(pyc.bytes),"pycs_written":\(pyc.written)}
+        "pycache_files":\(pyc.files),"pycache_bytes":\(pyc.bytes),"pycs_written":\(pyc.written),\
+        "pycache_entries":\(pyc.entries),"pycache_entry_bytes":\(pyc.entryBytes)}
         """
     }
 }
@@ -385,8 +403,10 @@ final class DirectoryBuffer {
     }
 
     /// Adds `entry` under `name`, `next` being the offset of the entry after it; false when it
-    /// does not fit (nothing is added).
+    /// does not fit (nothing is added). A name over 255 bytes is left out of the listing (true:
+    /// the listing goes on): no program could use it, and `name` holds no more.
     func add(_ bytes: some Collection<UInt8>, _ entry: inout fuse_entry_param, next: Int) -> Bool {
+        guard bytes.count < name.count else { return true }
         var j = 0
         for b in bytes { name[j] = CChar(bitPattern: b); j += 1 }
         name[j] = 0

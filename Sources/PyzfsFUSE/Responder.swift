@@ -7,6 +7,8 @@ import Glibc
 /// Where a handler's answer goes: libfuse's `fuse_reply_*` for a real request, a recorder in tests.
 /// Every handler calls exactly one of these once.
 public protocol Responder: Sendable {
+    /// The user id of the process that made the request (`fuse_req_ctx`).
+    var uid: UInt32 { get }
     func entry(_ e: fuse_entry_param)
     func attr(_ st: stat, timeout: Double)
     func error(_ errno: Int32)
@@ -24,6 +26,7 @@ public protocol Responder: Sendable {
 struct KernelResponder: Responder, @unchecked Sendable {
     let req: fuse_req_t
 
+    var uid: UInt32 { fuse_req_ctx(req).pointee.uid }
     func entry(_ e: fuse_entry_param) { var e = e; fuse_reply_entry(req, &e) }
     func attr(_ st: stat, timeout: Double) { var st = st; fuse_reply_attr(req, &st, timeout) }
     func error(_ errno: Int32) { fuse_reply_err(req, errno) }

@@ -69,16 +69,10 @@ func openArchive(_ path: String, options: MountOptions) throws(Failure) -> Opene
     report(tree.warnings)
     let budget = options.cacheSize ?? MemoryLimits.defaultCacheSize()
     let bytecode = BytecodeIndex(tree: tree)
-    let pycache: Bool
-    switch options.pycache {
-    case .memory: pycache = true
-    case .off: pycache = false
-    case .auto:
-        // Archives built without bytecode (shiv, pex, plain zipapp) would compile every module on
-        // every start; archives that carry pycs gain nothing and stay a read-only kernel mount.
-        let sources = bytecode.sources(in: tree)
-        pycache = sources.withoutBytecode * 2 > sources.total
+    if options.readOnly && options.pycache == .memory {
+        log.warning("pycache=memory ignored: ro makes the mount read-only")
     }
+    let pycache = options.acceptsBytecode { bytecode.sources(in: tree) }
     let filesystem = ArchiveFileSystem(
         tree: tree, reader: reader, cacheBudget: Int(clamping: budget),
         ownership: Ownership(uid: options.uid ?? getuid(), gid: options.gid ?? getgid()),

@@ -153,6 +153,8 @@ struct Launcher {
             _exit(1)
         }
         log.info("serving \(opened.path) for pyzfs run on \(mountpoint)")
+        // The mount ends with the app's namespace: nothing to unmount, so no CAP_SYS_ADMIN.
+        Privileges.dropForServing(keep: [.dacReadSearch])
         _ = server.run(onReady: { signalReady(ready) })
         rmdir(mountpoint)
         log.info("the app has exited; removed \(mountpoint)")
@@ -186,6 +188,8 @@ struct Launcher {
             close(lifetime[1])
             close(ready[0])
             detach(keeping: [lifetime[0], ready[1], opened.file.fd, server.fd], options: options)
+            // Before the first thread (unmountWhenClosed's watcher), which umount2s the mount.
+            Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
             // Unmounts once this launcher (and with it every process of the app) is gone.
             server.unmountWhenClosed(lifetime[0])
             let readyFD = ready[1]

@@ -14,7 +14,8 @@ struct MountCommand: ParsableCommand {
         Returns once the mount is usable; the server then runs in the background and logs to \
         syslog/journald (-o log=FILE for a file). With -f it stays in the foreground and logs to \
         stderr. The mount is always read-only, nosuid and nodev: rw, dev and suid are overridden \
-        with a warning; the one exception is bytecode (see pycache=). Unmount with \
+        with a warning; the one exception is bytecode (see pycache=): with the bytecode overlay \
+        the kernel mount is rw, and the server refuses every other change with EROFS. Unmount with \
         'pyzfs unmount MOUNTPOINT' (or fusermount3 -u, or umount).
 
         Options (-o, comma-separated; each paragraph below is one):
@@ -33,11 +34,15 @@ struct MountCommand: ParsableCommand {
 
         pycache=auto|memory|off: with memory, CPython may write .pyc files into __pycache__ \
         directories; they are held in memory until unmount, so each module is compiled once \
-        per mount (the kernel mount is then rw; every other write is still refused with EROFS). \
-        auto (the default) chooses memory when most .py files have no pyc beside them (shiv, pex).
+        per mount (the kernel mount is then rw; every other write is still refused with EROFS, \
+        and only the mounting user and root may write bytecode). auto (the default) chooses \
+        memory when most .py files have no pyc beside them (shiv, pex); ro turns it off.
 
-        pycache_size=SIZE: bytes of bytecode held at most (default 64M; beyond, CPython just \
-        does not cache).
+        ro: a read-only kernel mount (findmnt shows ro), with the bytecode overlay off \
+        whatever pycache= says; fstab's ro does the same.
+
+        pycache_size=SIZE: bytes of bytecode held at most, each file's and directory's name and \
+        384 bytes per entry counted too (default 64M; beyond, CPython just does not cache).
 
         prefetch=N: threads that decompress shared libraries before they are read (default: \
         one less than the CPUs, at least 1; 0 disables).
@@ -134,6 +139,7 @@ struct Mounter {
         if foreground {
             log.info("\(summary)")
             let status = "READY=1\nSTATUS=\(summary)"
+            Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
             let rc = server.run(onReady: { SystemdNotify.send(status) })
             SystemdNotify.send("STOPPING=1")
             exit(rc == 0 ? 0 : Exit.software)
@@ -155,6 +161,8 @@ struct Mounter {
             detachFromCaller(keeping: [fds[1], server.fd, archiveFD], logFD: logFD)
             log.info("\(summary)")
             let ready = fds[1]
+            // The mount is made and no thread runs yet: what serving does not need goes now.
+            Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
             let rc = server.run(onReady: { signalReady(ready) })
             log.info("unmounted \(mountpoint)")
             _exit(rc == 0 ? 0 : 1)

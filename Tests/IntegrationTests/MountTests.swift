@@ -131,8 +131,10 @@ struct MountTests {
             let l = run([TestEnvironment.binary, "list"])
             let line = l.stdout.split(separator: "\n").first { $0.contains(mnt) }
             let fields = line?.split(separator: "\t") ?? []
-            #expect(fields.count == 3, "\(l)")
+            #expect(fields.count == 4, "\(l)")
             #expect(fields.first.map(String.init) == archive)
+            // The zipapp fixture has no pycs: pycache=auto gives the overlay, a rw kernel mount.
+            #expect(fields.count == 4 && fields[2] == "rw,bytecode", "\(l)")
             let pid = Int32(fields.last.map(String.init) ?? "") ?? 0
             #expect(pid > 0 && kill(pid, 0) == 0)
             let j = run([TestEnvironment.binary, "list", "--json"])

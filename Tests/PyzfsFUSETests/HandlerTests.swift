@@ -23,6 +23,9 @@ enum Answer: Equatable {
 
 // @unchecked: a recorder is used by one test on one thread (no workers are started).
 final class Recorder: Responder, @unchecked Sendable {
+    /// The caller's uid (root unless a test says otherwise).
+    let uid: UInt32
+    init(uid: UInt32 = 0) { self.uid = uid }
     var answers: [Answer] = []
     var last: Answer? { answers.last }
     func entry(_ e: fuse_entry_param) {

@@ -97,11 +97,13 @@ public struct ZipWriter {
 }
 
 /// A filesystem over an in-memory archive of stored members.
+/// - Parameter pycacheBudget: the bytecode overlay's budget (`-o pycache=memory`); nil: none.
 public func memoryFileSystem(_ writer: ZipWriter, budget: Int = 1 << 20,
-                             options: TreeOptions = TreeOptions()) throws -> ArchiveFileSystem {
+                             options: TreeOptions = TreeOptions(), pycacheBudget: Int? = nil) throws -> ArchiveFileSystem {
     let source = MemorySource(writer.bytes())
     let index = try ZipIndex.read(from: source)
     let reader = MemberReader(source: source, index: index, decoders: [], checksum: ZipWriter.checksum)
     let tree = Tree(index: index, options: options) { i in try? reader.readWhole(i, limit: 4096) }
-    return ArchiveFileSystem(tree: tree, reader: reader, cacheBudget: budget, ownership: Ownership(uid: 1000, gid: 1000))
+    return ArchiveFileSystem(tree: tree, reader: reader, cacheBudget: budget, ownership: Ownership(uid: 1000, gid: 1000),
+                             pycacheBudget: pycacheBudget)
 }

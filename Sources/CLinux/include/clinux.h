@@ -1,8 +1,9 @@
 #ifndef PYZFS_CLINUX_H
 #define PYZFS_CLINUX_H
 // Linux calls that Swift's Glibc module does not export (GNU extensions, variadic prctl), for
-// the pyzfs command's launcher. Each can go when Swift's Glibc module exports it.
+// the pyzfs command's launcher and servers. Each can go when Swift's Glibc module exports it.
 #include <signal.h>
+#include <stdint.h>
 
 /// unshare(2) of a new mount namespace, with a user namespace first when `user` is set.
 int pyzfs_unshare_mount_namespace(int user);
@@ -17,4 +18,11 @@ int pyzfs_receive_descriptor(int socket);
 /// Whether a signal was sent by a process (kill: si_code <= 0) rather than the kernel
 /// (a terminal's Ctrl-C, a child's exit).
 int pyzfs_siginfo_from_process(const siginfo_t *info);
+/// What a root FUSE server drops once its mount is made (docs/decisions/0005-privileges.md):
+/// sets no_new_privs, empties the ambient and bounding capability sets and the inheritable set,
+/// and keeps in the permitted and effective sets only the capabilities whose bits are set in
+/// `keep` (bit N is CAP_N). Capabilities and no_new_privs belong to the calling thread: call it
+/// before any other thread exists, and threads started later inherit the result.
+/// Returns 0, or -1 with errno (nothing is undone: what was dropped stays dropped).
+int pyzfs_drop_privileges(uint64_t keep);
 #endif

@@ -415,7 +415,9 @@ public final class Checker {
                 if member.last == UInt8(ascii: "/") { member.removeLast() }
                 if member != paths[i] { fail("tree-entry", "node \(show(paths[i])) serves member \(show(member))") }
             }
-            if node.permissions & ~0o777 != 0 || node.permissions & umask != 0 {
+            // Never group- or other-writable (docs/names.md); symlinks show 0777 as everywhere.
+            if node.permissions & ~0o777 != 0 || node.permissions & umask != 0
+                || (node.kind != .symlink && node.permissions & 0o022 != 0) {
                 fail("tree-modes", "node \(show(paths[i])) has permissions \(String(node.permissions, radix: 8)) (umask \(String(umask, radix: 8)))")
             }
         }
@@ -676,7 +678,10 @@ public final class Checker {
         let overlay = PycacheOverlay(budget: budget, firstInode: 100)
         var inodes: [UInt64] = [1]
         let names: [[UInt8]] = ["__pycache__", "m.cpython-311.pyc", "m.cpython-311.pyc.42", "m.cpython-311.pyc.7",
-                                "x.pyc", ".pyc", "a.pyc.", "m.pyc.1x", "__init__.py"].map { Array($0.utf8) }
+                                "x.pyc", ".pyc", "a.pyc.", "m.pyc.1x", "__init__.py",
+                                // Over 255 bytes: a pyc and a temporary, which must never be taken.
+                                String(repeating: "n", count: 252) + ".pyc", String(repeating: "n", count: 252) + ".pyc.42",
+                                ].map { Array($0.utf8) }
         var p = 0
         func next() -> Int {
             defer { p += 1 }
@@ -740,8 +745,18 @@ public final class Checker {
                 if let node = overlay.node(ino), !node.isDirectory { held += node.data.count }
             }
             let stats = overlay.statistics
-            if stats.bytes != held || stats.bytes > budget || stats.bytes < 0 {
+            if stats.bytes != held || stats.bytes + stats.entryBytes > budget || stats.bytes < 0 {
                 fail("overlay", "the overlay counts \(stats.bytes) bytes, files hold \(held) (budget \(budget))")
+                return
+            }
+            // Entries: as many as live nodes, each number given once, no name over 255 bytes.
+            let live = inodes.filter { overlay.node($0) != nil }
+            if stats.entries != live.count || Set(inodes).count != inodes.count {
+                fail("overlay", "the overlay counts \(stats.entries) entries, \(live.count) live, inodes \(inodes)")
+                return
+            }
+            for ino in inodes where overlay.children(of: ino).contains(where: { $0.name.count > PathRules.maxComponentLength }) {
+                fail("overlay", "inode \(ino) holds a name over \(PathRules.maxComponentLength) bytes")
                 return
             }
         }

@@ -1,0 +1,168 @@
+import Foundation
+import Glibc
+import PyzfsCore
+import PyzfsTestSupport
+import Testing
+
+/// What other users and an explicit `ro` can do to a mount: real mounts, a real second uid.
+@Suite("Other users and ro", .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+struct OtherUserTests {
+    /// An archive without pycs whose directories claim mode 0777 and whose files claim 0666.
+    static func worldWritableArchive() -> (path: String, directory: String) {
+        let directory = makeTemporaryDirectory("other-user")
+        let path = directory + "/app.pyz"
+        let script = """
+        import sys, zipfile
+        def add(z, name, data, mode):
+            info = zipfile.ZipInfo(name, (2024, 5, 17, 13, 37, 42))
+            info.create_system = 3
+            info.external_attr = mode << 16
+            z.writestr(info, data)
+        with zipfile.ZipFile(sys.argv[1], "w") as z:
+            add(z, "pkg/", b"", 0o040777)
+            add(z, "pkg/__pycache__/", b"", 0o040777)
+            add(z, "pkg/__init__.py", b"", 0o100666)
+            add(z, "pkg/mod.py", b"X = 41\\n", 0o100666)
+            add(z, "__main__.py", b"import pkg.mod\\nprint(pkg.mod.X + 1)\\n", 0o100666)
+        """
+        let r = run(["python3", "-c", script, path])
+        precondition(r.status == 0, "cannot make the archive: \(r)")
+        return (path, directory)
+    }
+
+    /// An interpreter another user can run (a pyenv shim under /root is not one).
+    static let sharedPython = ["/usr/bin/python3", "/usr/local/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "python3"
+
+    /// Runs Python `code` (with the mount point as argv[1]) as uid/gid 65534, no groups.
+    func runAsNobody(_ code: String, _ mnt: String) -> RunResult {
+        run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", Self.sharedPython, "-c", code, mnt])
+    }
+
+    /// Creates `path` exclusively and writes `bytes` (no temporary and rename, as
+    /// FileManager.createFile would do); the errno when it fails.
+    func createFile(_ path: String, _ bytes: [UInt8]) -> Int32? {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        if fd < 0 { return errno }
+        defer { close(fd) }
+        return write(fd, bytes, bytes.count) == bytes.count ? nil : errno
+    }
+
+    /// Tries every change another user could attempt and prints one line per attempt:
+    /// `NAME ok` when it succeeded, else `NAME ERRNO-NAME`.
+    static let attempts = """
+    import errno, os, sys
+    m = sys.argv[1]
+    pc = m + "/pkg/__pycache__"
+    def attempt(name, f):
+        try:
+            f()
+            print(name, "ok")
+        except OSError as e:
+            print(name, errno.errorcode.get(e.errno, e.errno))
+    def create(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    attempt("create-pyc", lambda: create(pc + "/mod.cpython-311.pyc"))
+    attempt("create-temporary", lambda: create(pc + "/mod.cpython-311.pyc.4242"))
+    attempt("mkdir-pycache", lambda: os.mkdir(m + "/__pycache__"))
+    attempt("mkdir-in-pkg", lambda: os.mkdir(m + "/pkg/x"))
+    attempt("rename-owners", lambda: os.rename(pc + "/owner.cpython-311.pyc.1", pc + "/owner.cpython-311.pyc"))
+    attempt("unlink-owners", lambda: os.unlink(pc + "/owner.cpython-311.pyc.1"))
+    attempt("write-owners", lambda: os.close(os.open(pc + "/owner.cpython-311.pyc.1", os.O_WRONLY)))
+    attempt("unlink-member", lambda: os.unlink(m + "/pkg/mod.py"))
+    attempt("rename-member", lambda: os.rename(m + "/pkg/mod.py", m + "/pkg/other.py"))
+    attempt("rmdir-pycache", lambda: os.rmdir(pc))
+    """
+
+    @Test("another user reads an allow_other mount with 0777 directories but can change nothing; its owner can", arguments: [
+        // The kernel's permission check (modes shown without group/other write) refuses first...
+        ["allow_other", "pycache=memory"],
+        // ...and with uid= giving the other user the files, the server's caller check does.
+        ["allow_other", "pycache=memory", "uid=65534", "gid=65534"],
+    ])
+    func otherUser(options: [String]) throws {
+        let (archive, directory) = Self.worldWritableArchive()
+        defer { removeTree(directory) }
+        try withMount(archive, options: options) { mnt in
+            // First the other user reads: the test cannot pass by being locked out of the mount.
+            let read = runAsNobody("import sys; print(open(sys.argv[1] + '/pkg/mod.py').read(), end='')", mnt)
+            #expect(read.status == 0 && read.stdout == "X = 41\n", "\(read)")
+            #expect(runAsNobody("import os, sys; print(sorted(os.listdir(sys.argv[1] + '/pkg')))", mnt).stdout
+                    == "['__init__.py', '__pycache__', 'mod.py']\n")
+
+            // The owner (root, who ran pyzfs mount) leaves a temporary for the other user to try.
+            let pc = mnt + "/pkg/__pycache__"
+            let temporary = pc + "/owner.cpython-311.pyc.1"
+            let created = createFile(temporary, [1, 2, 3])
+            #expect(created == nil, "the owner cannot create in \(pc): \(created.map(errnoText) ?? "")")
+
+            let r = runAsNobody(Self.attempts, mnt)
+            #expect(r.status == 0, "\(r)")
+            let lines = r.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            #expect(lines.count == 10, "\(r)")
+            for line in lines where line.count == 2 {
+                #expect(["EACCES", "EPERM", "EROFS"].contains(line[1]), "another user could \(line[0]): \(line[1])")
+            }
+            // Nothing of the other user's is there, and the owner's file is untouched.
+            #expect(!FileManager.default.fileExists(atPath: pc + "/mod.cpython-311.pyc"))
+            #expect(!FileManager.default.fileExists(atPath: pc + "/mod.cpython-311.pyc.4242"))
+            #expect(!FileManager.default.fileExists(atPath: mnt + "/__pycache__"))
+            #expect(FileManager.default.contents(atPath: temporary) == Data([1, 2, 3]))
+
+            // The owner can finish importlib's sequence in the same directory.
+            #expect(rename(temporary, pc + "/owner.cpython-311.pyc") == 0, "rename: \(errnoText(errno))")
+            #expect(FileManager.default.contents(atPath: pc + "/owner.cpython-311.pyc") == Data([1, 2, 3]))
+            #expect(mkdir(mnt + "/__pycache__", 0o755) == 0, "mkdir: \(errnoText(errno))")
+        }
+    }
+
+    /// The options field of the mount at `mnt` in /proc/self/mountinfo ("ro,nosuid,...").
+    func kernelOptions(_ mnt: String) -> [String] {
+        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let line = info.split(separator: "\n").last { $0.split(separator: " ").dropFirst(4).first.map(String.init) == mnt }
+        return line.map { $0.split(separator: " ")[5].split(separator: ",").map(String.init) } ?? []
+    }
+
+    @Test("an explicit ro is a read-only kernel mount with the overlay off; the default is rw with the overlay",
+          arguments: [["ro"], ["ro", "dev", "suid"], ["ro", "pycache=memory"], []])
+    func explicitReadOnly(options: [String]) throws {
+        let (archive, directory) = Self.worldWritableArchive()
+        defer { removeTree(directory) }
+        let readOnly = options.contains("ro")
+        try withMount(archive, options: options) { mnt in
+            let kernel = kernelOptions(mnt)
+            #expect(kernel.contains(readOnly ? "ro" : "rw"), "\(kernel)")
+            #expect(kernel.contains("nosuid") && kernel.contains("nodev"), "\(kernel)")
+            let made = mkdir(mnt + "/__pycache__", 0o755)
+            let e = errno
+            if readOnly {
+                #expect(made != 0 && e == EROFS, "mkdir on an ro mount: \(made) \(errnoText(e))")
+            } else {
+                #expect(made == 0, "mkdir __pycache__ with the overlay: \(errnoText(e))")
+                #expect(mkdir(mnt + "/other", 0o755) != 0 && errno == EROFS)
+            }
+            let l = run([TestEnvironment.binary, "list"])
+            let fields = l.stdout.split(separator: "\n").first { $0.contains(mnt) }?.split(separator: "\t").map(String.init) ?? []
+            #expect(fields.count == 4 && fields[2] == (readOnly ? "ro" : "rw,bytecode"), "\(l)")
+            let j = run([TestEnvironment.binary, "list", "--json"])
+            #expect(j.stdout.split(separator: "\n").first { $0.contains(mnt) }?
+                .contains("\"mode\":\"\(readOnly ? "ro" : "rw")\",\"bytecode_overlay\":\(!readOnly)") == true, "\(j)")
+        }
+    }
+
+    @Test("pyzfs run composes ro the same way: a read-only mount without the overlay", arguments: [true, false])
+    func runReadOnly(readOnly: Bool) throws {
+        let directory = makeTemporaryDirectory("run-ro")
+        defer { removeTree(directory) }
+        let archive = directory + "/app.pyz"
+        let script = """
+        import sys, zipfile
+        with zipfile.ZipFile(sys.argv[1], "w") as z:
+            z.writestr("mod.py", "X = 1\\n")
+            z.writestr("__main__.py", "import os\\nprint(os.statvfs(os.path.dirname(__file__)).f_flag & os.ST_RDONLY)\\n")
+        """
+        #expect(run(["python3", "-c", script, archive]).status == 0)
+        let r = run([TestEnvironment.binary, "run"] + (readOnly ? ["-o", "ro"] : []) + [archive], timeout: 120)
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stdout == (readOnly ? "1\n" : "0\n"), "\(r)")
+    }
+}
