@@ -61,8 +61,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// Streams opened on members larger than the budget.
     public var streamsOpened: Int { lock.withLock { opened } }
 
-    /// Members that failed their integrity check (a CRC, size or data error), for `pyzfs stats`.
-    public var failedMemberCount: Int { lock.withLock { failedMembers } }
+    /// Members that could not be served for what the archive holds, for `pyzfs stats`: those
+    /// that failed their integrity check (a CRC, size or data error), and those refused because
+    /// the archive file was modified under the mount.
+    public var failedMemberCount: Int { lock.withLock { failedMembers + refusedAfterChange.count } }
+    private var refusedAfterChange: Set<Int> = []
 
     /// Background decompression of shared libraries, once started.
     public var prefetcher: Prefetcher? { lock.withLock { _prefetcher } }
@@ -309,6 +312,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         } catch let error as FSError {
             throw error
         } catch let error as MemberError {
+            if error == .archiveChanged { lock.withLock { _ = refusedAfterChange.insert(index) } }
             throw .member(error)
         } catch {
             throw .member(.corrupt("\(error)"))

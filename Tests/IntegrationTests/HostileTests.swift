@@ -89,6 +89,8 @@ struct HostileTests {
             #expect(w.status == 0)
             let r = run(["cat", mnt + "/text/lorem.txt"])
             #expect(r.status != 0 && r.stderr.contains("Input/output error"), "\(r)")
+            let stats = readStats(mnt)
+            #expect((stats["failures"] as? Int ?? 0) == 1 && (stats["read_errors"] as? Int ?? 0) >= 1, "\(stats)")
         }
         #expect(logText(dir + "/log").contains("the archive file was modified while mounted"))
     }
