@@ -43,7 +43,11 @@ let package = Package(
         // Helpers shared by the test targets: a reference zip writer, fixtures, real mounts.
         .target(name: "PyzfsTestSupport", dependencies: ["PyzfsCore"], path: "Tests/PyzfsTestSupport"),
         .testTarget(name: "PyzfsCoreTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
-        .testTarget(name: "PyzfsZipTests", dependencies: ["PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsTestSupport"]),
+        // With the FUSE handlers too: the field-mutation sweep serves each mutant through them.
+        .testTarget(name: "PyzfsZipTests", dependencies: [
+            "PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
     ],
