@@ -8,6 +8,7 @@ let package = Package(
         // For the fuzzing package in Tests/Fuzz; not a supported API.
         .library(name: "PyzfsCore", targets: ["PyzfsCore"]),
         .library(name: "PyzfsZip", targets: ["PyzfsZip"]),
+        .library(name: "PyzfsInflate", targets: ["PyzfsInflate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
