@@ -423,7 +423,7 @@ public final class Checker {
             steps += 1
         }
         for _ in 0..<8 {  // random
-            let at = size == 0 ? next() % 4 : next() % min(size &+ 1, UInt64(Int64.max))
+            let at = next() % (size >= UInt64(Int64.max) ? UInt64(Int64.max) : size + 1)
             _ = one(at, Int(1 + next() % 4096))
         }
     }
