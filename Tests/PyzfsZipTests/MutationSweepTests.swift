@@ -31,9 +31,12 @@ struct MutationSweepTests {
         let seconds = Date().timeIntervalSince(start)
         print("mutation sweep: \(sweep.mutants.count) mutants in \(String(format: "%.1f", seconds)) s: \(report.summary)")
         for v in report.violations.prefix(40) { Issue.record("\(v)") }
-        if !report.uncheckedStored.isEmpty {
+        if ProcessInfo.processInfo.environment["PYZFS_SWEEP_STRICT"] != nil {
+            for v in report.uncheckedStored.prefix(10) { Issue.record("\(v)") }
+        } else if !report.uncheckedStored.isEmpty {
             // Issue 10's integrity part (one CRC state per member, whatever the read order) makes
-            // these go away; until it is merged they are a known issue, after it none may remain.
+            // these go away; until it is merged they are a known issue (PYZFS_SWEEP_STRICT=1 fails
+            // on them), after it none may remain.
             withKnownIssue("stored members read out of order are served before their CRC is checked (issue 10)", isIntermittent: true) {
                 for v in report.uncheckedStored.prefix(10) { Issue.record("\(v)") }
             }
