@@ -142,6 +142,13 @@ final class Sweep: @unchecked Sendable {
         guard r.status == 0 else { throw HarnessError("make_mutants.py failed: \(r)") }
         let shm = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : directory
         scratch = "\(shm)/pyzfs-sweep-\(getpid())"
+        // A run that trapped (what the sweep looks for) left its scratch file: remove those of
+        // processes that are gone.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: shm)) ?? [] where name.hasPrefix("pyzfs-sweep-") {
+            if let pid = Int32(name.dropFirst("pyzfs-sweep-".count).prefix { $0 != "-" }), kill(pid, 0) != 0, errno == ESRCH {
+                unlink(shm + "/" + name)
+            }
+        }
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/bases.json"))) as! [String: [String: Any]]
         var bases: [String: (bytes: [UInt8], members: [String: String])] = [:]
         for (name, b) in manifest {
