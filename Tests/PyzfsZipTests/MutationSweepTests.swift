@@ -170,9 +170,9 @@ final class Sweep: @unchecked Sendable {
             return Mutant(id: o["id"] as! Int, base: o["base"] as! String, field: o["field"] as! String,
                           kind: o["kind"] as! String, edits: edits, zipfileRefusal: o["zipfile"] as? String, expect: expect)
         }
+        // Everything is in memory now (the shared instance lives as long as the process).
+        removeTree(directory)
     }
-
-    deinit { removeTree(directory) }
 
     func mutant(base: String, field: String, value: UInt64) -> Mutant? {
         mutants.first { $0.base == base && $0.field == field && $0.edits.count == 1 && $0.edits[0].value == value }
