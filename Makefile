@@ -56,11 +56,14 @@ bench: build
 	python3 Tests/bench/bench.py $(BENCH_ARGS)
 
 # Fuzzes every parser of archive bytes for FUZZ_SECONDS with libFuzzer and AddressSanitizer
-# (Tests/Fuzz, docs/testing.md). Crashes: Tests/Fuzz/.build/crashes/. FUZZ_ARGS: more libFuzzer flags.
-.PHONY: fuzz fuzz-replay
+# (Tests/Fuzz, docs/testing.md; fuzz-libfuzzer alone), then mounts every mutant of the
+# field-mutation sweep (fuzz-mount). Crashes: Tests/Fuzz/.build/crashes/. FUZZ_ARGS: more libFuzzer flags.
+.PHONY: fuzz fuzz-libfuzzer fuzz-replay fuzz-mount
 FUZZ_SECONDS ?= 300
 FUZZ_DIR = Tests/Fuzz/.build
-fuzz: deps
+fuzz: deps fuzz-libfuzzer fuzz-mount
+
+fuzz-libfuzzer: deps
 	swift build --package-path Tests/Fuzz --scratch-path $(FUZZ_DIR)/fuzzer -c release --product PyzfsFuzz \
 	  -Xswiftc -sanitize=fuzzer,address -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld
 	python3 Tests/Fuzz/make_seeds.py $(FUZZ_DIR)/seeds 65536
@@ -68,6 +71,15 @@ fuzz: deps
 	SWIFT_BACKTRACE=enable=no $(FUZZ_DIR)/fuzzer/release/PyzfsFuzz -max_len=65536 -dict=Tests/Fuzz/zip.dict \
 	  -timeout=10 -rss_limit_mb=2048 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/crashes/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
+
+# Every mutant of the field-mutation sweep (Tests/fixtures/make_mutants.py, about 4,000) mounted with
+# the debug server in the foreground and walked (Tests/fixtures/mount_mutants.py --all); `make test`
+# mounts one per field. MOUNT_ARGS: more arguments (--inspect-every N).
+fuzz-mount: deps
+	swift build --product pyzfs
+	@d=$$(mktemp -d /tmp/pyzfs-fuzz-mount-XXXXXX); trap 'rm -rf --one-file-system "$$d"' EXIT; \
+	  python3 Tests/fixtures/make_mutants.py "$$d" && \
+	  python3 Tests/fixtures/mount_mutants.py $(CURDIR)/.build/debug/pyzfs "$$d" --all $(MOUNT_ARGS)
 
 # Every input that ever failed the fuzzer (Tests/fixtures/fuzz-regressions) and the seeds, through the
 # fuzzer's checks without libFuzzer: part of `make test`.

@@ -8,6 +8,7 @@ let package = Package(
         // For the fuzzing package in Tests/Fuzz; not a supported API.
         .library(name: "PyzfsCore", targets: ["PyzfsCore"]),
         .library(name: "PyzfsZip", targets: ["PyzfsZip"]),
+        .library(name: "PyzfsInflate", targets: ["PyzfsInflate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,7 +44,11 @@ let package = Package(
         // Helpers shared by the test targets: a reference zip writer, fixtures, real mounts.
         .target(name: "PyzfsTestSupport", dependencies: ["PyzfsCore"], path: "Tests/PyzfsTestSupport"),
         .testTarget(name: "PyzfsCoreTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
-        .testTarget(name: "PyzfsZipTests", dependencies: ["PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsTestSupport"]),
+        // With the FUSE handlers too: the field-mutation sweep serves each mutant through them.
+        .testTarget(name: "PyzfsZipTests", dependencies: [
+            "PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
     ],

@@ -52,7 +52,9 @@ extension ByteSource {
     public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int {
         var done = 0
         while done < buffer.count {
-            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: offset + UInt64(done))
+            let (at, overflow) = offset.addingReportingOverflow(UInt64(done))
+            if overflow { break }
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: at)
             if n == 0 { break }
             done += n
         }
@@ -103,9 +105,11 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
     deinit { close(fd) }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int {
-        guard buffer.count > 0 else { return 0 }
+        // No file reaches 2^63 bytes (off_t): an offset beyond is past the end, whatever asked.
+        guard buffer.count > 0, offset < UInt64(Int64.max) else { return 0 }
+        let count = Int(min(UInt64(buffer.count), UInt64(Int64.max) - offset))
         while true {
-            let n = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            let n = pread(fd, buffer.baseAddress, count, off_t(offset))
             if n >= 0 { return n }
             if errno == EINTR { continue }
             throw .io(path: path, errno: errno)
@@ -116,6 +120,9 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
     /// because Swift's Glibc module does not export glibc's GNU extensions.
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(ArchiveError) -> Int? {
         guard let preadv2 = NoWaitRead.function else { return try readFully(into: buffer, at: offset) }
+        guard buffer.count > 0, offset < size, UInt64(buffer.count) <= UInt64(Int64.max) - offset else {
+            return try readFully(into: buffer, at: offset)
+        }
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
         while true {
             let n = preadv2(fd, &iov, 1, off_t(offset), NoWaitRead.flag)

@@ -99,11 +99,11 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         var bytes: UInt64 = 0
         var over = 0
         for e in tree.index.entries {
-            bytes &+= e.uncompressedSize
+            bytes = bytes.addingSaturating(e.uncompressedSize)
             if e.method != 0 && e.uncompressedSize > UInt64(cacheBudget) { over += 1 }
         }
         membersOverBudget = over
-        volume = VolumeStatistics(blocks: (bytes + 4095) / 4096, files: UInt64(tree.nodes.count))
+        volume = VolumeStatistics(blocks: bytes / 4096 + (bytes % 4096 == 0 ? 0 : 1), files: UInt64(tree.nodes.count))
     }
 
     /// Starts `threads` threads that decompress shared libraries ahead of their reads. Threads
@@ -262,6 +262,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         }
         let index = Int(n.entry)
         let entry = tree.index.entries[index]
+        if let damage = entry.damage { throw .member(.corrupt(damage)) }  // impossible numbers (ZipIndex)
         let size = entry.uncompressedSize
         if offset == 0 { prefetcher?.reading(i) }
         // An empty member still has a CRC to check (0); a mismatch says the directory lies.

@@ -54,8 +54,9 @@ public struct MemberReader: Sendable {
     /// set aside for it.
     public static func checkPlausible(_ entry: ZipEntry) throws(MemberError) {
         guard entry.method == 8 || entry.method == 9 else { return }
-        let (limit, overflow) = entry.compressedSize.multipliedReportingOverflow(by: 1032)
-        if !overflow && entry.uncompressedSize > limit + 4096 {
+        let (product, o1) = entry.compressedSize.multipliedReportingOverflow(by: 1032)
+        let (limit, o2) = product.addingReportingOverflow(4096)
+        if !o1 && !o2 && entry.uncompressedSize > limit {
             throw .corrupt("\(entry.uncompressedSize) bytes declared from \(entry.compressedSize) compressed bytes: more than deflate can produce")
         }
     }

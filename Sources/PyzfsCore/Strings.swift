@@ -12,3 +12,12 @@ public func string(fromCString buffer: [CChar]) -> String {
 public func string(fromCString pointer: UnsafePointer<CChar>) -> String {
     String(decoding: UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)), as: UTF8.self)
 }
+
+extension UInt64 {
+    /// `self + other`, or `UInt64.max` where that overflows: for totals of archive numbers
+    /// (sizes for `statfs`, inspect, extraction progress) that only report.
+    public func addingSaturating(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
+}

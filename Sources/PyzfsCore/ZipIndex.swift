@@ -16,6 +16,13 @@ public struct ZipEntry: Sendable, Equatable {
     public var externalAttributes: UInt32
     /// UTC modification time from the 0x5455 extended-timestamp field, when present.
     public var extendedMtime: Int64?
+    /// Why this member's numbers are impossible (its data cannot lie where the directory says,
+    /// or its size cannot be a file's), or nil. Such a member stays listed and every read of it
+    /// fails (EIO): were it dropped, an import would fall through to a later `sys.path` entry.
+    /// Its sizes are then 0 compressed and 1 uncompressed (so `st_size` is 1 and a read reaches
+    /// the server instead of the kernel answering an empty file) and its offset is the
+    /// directory's; nothing computes with the numbers the archive gave.
+    public var damage: String? = nil
 
     /// Bit 0 of the general-purpose flags.
     public var isEncrypted: Bool { flags & 1 != 0 }
@@ -185,14 +192,14 @@ extension ZipIndex {
         var cdStart = recordEnd - cdSize
         var shift: UInt64 = 0
         func isCentralHeader(at offset: UInt64) throws(ArchiveError) -> Bool {
-            guard offset + 4 <= recordEnd else { return false }
+            guard offset <= recordEnd, recordEnd - offset >= 4 else { return false }
             return try source.readExactly(4, at: offset).withUnsafeBytes { le32($0, 0) } == Signature.centralHeader
         }
         if cdSize == 0 {
             shift = cdStart >= cdOffset ? cdStart - cdOffset : 0
         } else if cdStart >= cdOffset, try isCentralHeader(at: cdStart) {
             shift = cdStart - cdOffset
-        } else if cdOffset + cdSize <= recordEnd, try isCentralHeader(at: cdOffset) {
+        } else if cdOffset <= recordEnd, cdSize <= recordEnd - cdOffset, try isCentralHeader(at: cdOffset) {
             // Bytes between the directory and its end record (rare): the recorded offset is absolute.
             cdStart = cdOffset
         } else {
@@ -242,35 +249,60 @@ extension ZipIndex {
                 }
                 entry.nameLength = UInt16(storedLength)
 
-                if extraLength > 0 {
-                    let extra = UnsafeRawBufferPointer(rebasing: p[(nameStart + nameLength)..<(nameStart + nameLength + extraLength)])
-                    try parseExtra(extra, into: &entry, index: index)
-                } else if entry.uncompressedSize == 0xFFFF_FFFF || entry.compressedSize == 0xFFFF_FFFF
-                            || entry.localHeaderOffset == 0xFFFF_FFFF {
-                    throw .corrupt("central directory entry \(index) needs a Zip64 field and has none")
-                }
+                let extra = UnsafeRawBufferPointer(rebasing: p[(nameStart + nameLength)..<(nameStart + nameLength + extraLength)])
+                let zip64Problem = parseExtra(extra, into: &entry)
                 let (offset, overflow) = entry.localHeaderOffset.addingReportingOverflow(shift)
-                guard !overflow else { throw .corrupt("central directory entry \(index) has a bad offset") }
-                entry.localHeaderOffset = offset
+                entry.localHeaderOffset = overflow ? UInt64.max : offset
+                if let problem = zip64Problem ?? impossibleNumbers(of: entry, directoryStart: cdStart) {
+                    entry.damage = problem
+                    entry.compressedSize = 0
+                    entry.uncompressedSize = 1
+                    entry.localHeaderOffset = cdStart
+                }
                 entries.append(entry)
                 pos = next
             }
         }
         // The first byte of zip data: the lowest local header, or the directory for an empty zip.
         var dataStart = cdStart
-        for e in entries where e.localHeaderOffset < dataStart { dataStart = e.localHeaderOffset }
+        for e in entries where e.damage == nil && e.localHeaderOffset < dataStart { dataStart = e.localHeaderOffset }
         return ZipIndex(entries: entries, names: names, offsetShift: shift, dataStart: dataStart,
                         centralDirectoryOffset: cdStart, centralDirectorySize: cdSize,
                         isZip64: isZip64, comment: comment)
     }
 
+    /// Why `entry`'s numbers cannot describe a member of this archive, or nil: its local header
+    /// and data must lie before the central directory (which starts at `directoryStart`), its
+    /// size must fit a file (`off_t`), and a stored member's sizes must agree (unless it is
+    /// encrypted). Checked once, at index time, so that no later sum or conversion of these
+    /// numbers can overflow.
+    static func impossibleNumbers(of entry: ZipEntry, directoryStart: UInt64) -> String? {
+        let offset = entry.localHeaderOffset
+        guard offset <= directoryStart, directoryStart - offset >= UInt64(localHeaderSize) else {
+            return "its local header offset \(offset) is not before the central directory (at \(directoryStart))"
+        }
+        guard entry.compressedSize <= directoryStart - offset - UInt64(localHeaderSize) else {
+            return "its data (\(entry.compressedSize) bytes after the local header at \(offset)) runs past the central directory (at \(directoryStart))"
+        }
+        guard entry.uncompressedSize <= UInt64(Int64.max) else {
+            return "its size \(entry.uncompressedSize) is larger than any file can be"
+        }
+        // An encrypted member is never read (EACCES: pyzfs has no password), and its header's
+        // length depends on the scheme (12 bytes for ZipCrypto, more for AES): not compared.
+        if entry.method == 0 && !entry.isEncrypted && entry.uncompressedSize != entry.compressedSize {
+            return "it is stored, but its sizes differ (\(entry.uncompressedSize) bytes, \(entry.compressedSize) stored)"
+        }
+        return nil
+    }
+
     /// Reads the extra fields that matter: Zip64 sizes (0x0001) and the UTC mtime (0x5455).
-    static func parseExtra(_ extra: UnsafeRawBufferPointer, into entry: inout ZipEntry,
-                           index: Int) throws(ArchiveError) {
+    /// - Returns: why the entry's numbers are unknown (a Zip64 value it needs is missing), or nil.
+    static func parseExtra(_ extra: UnsafeRawBufferPointer, into entry: inout ZipEntry) -> String? {
         let needUncompressed = entry.uncompressedSize == 0xFFFF_FFFF
         let needCompressed = entry.compressedSize == 0xFFFF_FFFF
         let needOffset = entry.localHeaderOffset == 0xFFFF_FFFF
         var sawZip64 = false
+        var problem: String? = nil
         var pos = 0
         while pos + 4 <= extra.count {
             let id = le16(extra, pos)
@@ -282,16 +314,16 @@ extension ZipIndex {
             case 0x0001:
                 sawZip64 = true
                 var at = body
-                func take() throws(ArchiveError) -> UInt64 {
-                    guard at + 8 <= body + length else {
-                        throw .corrupt("central directory entry \(index) has a short Zip64 field")
-                    }
+                func take() -> UInt64? {
+                    guard at + 8 <= body + length else { return nil }
                     defer { at += 8 }
                     return le64(extra, at)
                 }
-                if needUncompressed { entry.uncompressedSize = try take() }
-                if needCompressed { entry.compressedSize = try take() }
-                if needOffset { entry.localHeaderOffset = try take() }
+                for (needed, field) in [(needUncompressed, \ZipEntry.uncompressedSize), (needCompressed, \ZipEntry.compressedSize),
+                                        (needOffset, \ZipEntry.localHeaderOffset)] where needed {
+                    guard let value = take() else { problem = "its Zip64 field is too short for the values it must hold"; break }
+                    entry[keyPath: field] = value
+                }
             case 0x5455:
                 if length >= 5, extra[body] & 1 != 0 {
                     entry.extendedMtime = Int64(Int32(bitPattern: le32(extra, body + 1)))
@@ -302,8 +334,9 @@ extension ZipIndex {
             pos = body + length
         }
         if (needUncompressed || needCompressed || needOffset) && !sawZip64 {
-            throw .corrupt("central directory entry \(index) needs a Zip64 field and has none")
+            return "it needs a Zip64 field for its sizes or offset and has none"
         }
+        return problem
     }
 
     /// Appends a raw name as UTF-8: as is when flagged UTF-8 or ASCII, else decoded from CP437
@@ -340,6 +373,7 @@ extension ZipIndex {
     /// lengths may differ from the central directory's).
     /// - Throws: `.corrupt` when the header is missing or the data would overlap the directory.
     public func dataOffset(of entry: ZipEntry, in source: some ByteSource) throws(MemberError) -> UInt64 {
+        if let damage = entry.damage { throw .corrupt(damage) }
         let header: [UInt8]
         do {
             header = try source.readExactly(Self.localHeaderSize, at: entry.localHeaderOffset)
@@ -351,11 +385,14 @@ extension ZipIndex {
             guard le32(p, 0) == Signature.localHeader else {
                 throw .corrupt("no local header at offset \(entry.localHeaderOffset)")
             }
-            let start = entry.localHeaderOffset + UInt64(Self.localHeaderSize)
-                + UInt64(le16(p, 26)) + UInt64(le16(p, 28))
-            let (end, overflow) = start.addingReportingOverflow(entry.compressedSize)
+            // The local header's own name and extra lengths (at most 2 x 65,535) are checked here,
+            // at first use; the rest was checked at index time. Overflow-checked all the same.
+            let (headerEnd, o1) = entry.localHeaderOffset.addingReportingOverflow(
+                UInt64(Self.localHeaderSize) + UInt64(le16(p, 26)) + UInt64(le16(p, 28)))
+            let start = o1 ? UInt64.max : headerEnd
+            let (end, o2) = start.addingReportingOverflow(entry.compressedSize)
             // Member data lies before the central directory (APPNOTE 4.3.6).
-            guard !overflow, end <= centralDirectoryOffset else {
+            guard !o1, !o2, end <= centralDirectoryOffset else {
                 throw .corrupt("the member's data (\(entry.compressedSize) bytes at offset \(start)) runs into the central directory")
             }
             return start

@@ -150,7 +150,7 @@ enum ExtractionCache {
         var fds = [Int32](repeating: -1, count: tree.nodes.count)
         fds[Tree.root] = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         defer { for fd in fds where fd >= 0 { close(fd) } }
-        let total = tree.nodes.reduce(UInt64(0)) { $0 + ($1.kind == .file ? tree.index.entries[Int($1.entry)].uncompressedSize : 0) }
+        let total = tree.nodes.reduce(UInt64(0)) { $0.addingSaturating($1.kind == .file ? tree.index.entries[Int($1.entry)].uncompressedSize : 0) }
         let progress = Progress(total: total, label: "extracting \(opened.path)")
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         // Nodes come after their parents (each is created when its path is first seen).
@@ -241,8 +241,9 @@ final class Progress {
 
     func advance(_ n: UInt64) {
         guard enabled else { return }
-        done += n
-        let percent = Int(done * 100 / max(total, 1))
+        done = done.addingSaturating(n)
+        // Divided first: `done * 100` could overflow for a total near 2^64 (a saturated sum).
+        let percent = Int(min(100, total >= 100 ? done / (total / 100) : done * 100 / max(total, 1)))
         if percent != shown {
             shown = percent
             writeAll(2, "\rpyzfs: \(label): \(percent)% (\(formatSize(done)) of \(formatSize(total)))")

@@ -174,7 +174,7 @@ struct Inspector {
             let item = InspectionReport.Extension(
                 path: path, size: entry.uncompressedSize, compressed: entry.method != 0, machine: elf?.machineName,
                 glibc: elf?.glibcRequired.map { "\($0.0).\($0.1)" }, problems: problems)
-            if entry.method != 0 { compressedBytes += entry.uncompressedSize }
+            if entry.method != 0 { compressedBytes = compressedBytes.addingSaturating(entry.uncompressedSize) }
             if inLibs || !name.hasSuffix(".so") { libraries.append(item) } else { extensions.append(item) }
         }
         let sources = fs.bytecode.sources(in: tree)

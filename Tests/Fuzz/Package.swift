@@ -18,6 +18,7 @@ let package = Package(
         .target(name: "FuzzChecks", dependencies: [
             .product(name: "PyzfsCore", package: "pyzfs"),
             .product(name: "PyzfsZip", package: "pyzfs"),
+            .product(name: "PyzfsInflate", package: "pyzfs"),
         ]),
         // The declaration of libFuzzer's driver, LLVMFuzzerRunDriver.
         .target(name: "CFuzzer"),

@@ -9,6 +9,7 @@ usage: make_seeds.py OUTDIR [MAX_LEN]        (MAX_LEN: largest seed kept, defaul
   "many", "big", "large" and "largebadcrc" are left out (megabytes: too large for a seed), and
   so is any other archive larger than MAX_LEN;
 - Zip64 archives as Python's zipfile writes them, made small by lowering its Zip64 limits;
+- issue 10's impossible numbers (numbers-*.zip), each of which trapped pyzfs;
 - a few hand-made shapes (UTF-8 flag, CP437 names, extended timestamps, bad names, a member
   that is an ELF file, comment, empty archive, encrypted flag);
 - small ELF files: the smallest shared objects under /usr/lib and one built with gcc that has a
@@ -207,12 +208,43 @@ def text_seeds(out):
         importlib.util.MAGIC_NUMBER + struct.pack("<III", 0, 1_700_000_001, 123) + b"\xe3" + bytes(15))
 
 
+def numbers_seeds(out):
+    """Issue 10's archive numbers, each of which trapped pyzfs before 32e06b4: a small Zip64
+    archive (a stored file, a symlink, a deflated .so) with one number set by make_mutants.py's
+    field finder to a Zip64 size of 2^64-1, an offset of 2^63 (of the file; of the symlink), a
+    compressed size at deflate's 1032:1 bound, a directory offset of 2^64-1."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+    import make_mutants
+    buf = io.BytesIO()
+    z = zipfile.ZipFile(buf, "w")
+    for name, data, mode, method in [("a.py", b"x=1\n", 0o100644, zipfile.ZIP_STORED), ("l", b"a.py", 0o120777, zipfile.ZIP_STORED),
+                                     ("x.so", b"\x7fELF" + bytes(200), 0o100755, zipfile.ZIP_DEFLATED)]:
+        with z.open(make_mutants.info(name, mode, method), "w", force_zip64=True) as f:
+            f.write(data)
+    limits = zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = -1, -1
+    try:
+        z.close()
+    finally:
+        zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = limits
+    data = buf.getvalue()
+    fields = {f[0]: f for f in make_mutants.all_fields(data)}
+    for tag, field, value in [("size-2to64-1", "central[0].extra[0].uncompressed_size", 2**64 - 1),
+                              ("offset-2to63-file", "central[0].extra[0].local_header_offset", 2**63),
+                              ("offset-2to63-symlink", "central[1].extra[0].local_header_offset", 2**63),
+                              ("deflate-bound", "central[2].extra[0].compressed_size", 2**64 // 1032),
+                              ("directory-past-2to64", "zip64-end.directory_offset", 2**64 - 1)]:
+        f = fields[field]
+        open(os.path.join(out, f"numbers-{tag}.zip"), "wb").write(make_mutants.apply(data, [(f[2], f[3], value)]))
+
+
 def main():
     out = sys.argv[1]
     max_len = int(sys.argv[2]) if len(sys.argv) > 2 else 65536
     os.makedirs(out, exist_ok=True)
     fixture_seeds(out)
     zip64_seeds(out)
+    numbers_seeds(out)
     elf = elf_seeds(out, max_len)
     shape_seeds(out, elf)
     text_seeds(out)
