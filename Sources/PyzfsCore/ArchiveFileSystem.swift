@@ -558,9 +558,8 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// page cache (or the member's local header has not been read yet, or its check is busy).
     ///
     /// Integrity (`MemberIntegrity`): an ELF member is checked whole before its first byte is
-    /// served; any other member is checked as its first pass reads it in order (a gap of at most
-    /// the reorder window is read and checked first), and a read that breaks the pass checks the
-    /// rest of the member before it is answered.
+    /// served; any other member is checked as its first pass reads it in order, and a read that
+    /// breaks the pass checks the rest of the member before it is answered.
     private func readStored<R>(_ index: Int, _ entry: ZipEntry, offset: UInt64, length: Int, mayWait: Bool,
                                _ body: (UnsafeRawBufferPointer) -> R) throws(MemberError) -> R? {
         guard entry.compressedSize == entry.uncompressedSize else {
@@ -608,23 +607,20 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             let whole = r.isELF == true || !r.continuesPass(at: offset)
             let target = whole ? size : end
             if r.covered < target {
-                // Read and check in order what the pass has not covered up to `target`: the gap
-                // before this read (or the rest of the member), then this read's own bytes.
-                let gapEnd = whole ? size : offset
-                if r.covered < gapEnd {
-                    guard mayWait || gapEnd - r.covered <= MemberIntegrity.reorderWindow else { return nil }
-                    let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(gapEnd - r.covered, 1 << 20)), alignment: 16)
+                if whole {
+                    // Read and check in order the rest of the member (on the request loop only
+                    // when that is little, and in the page cache).
+                    guard mayWait || size - r.covered <= 1 << 20 else { return nil }
+                    let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(size - r.covered, 1 << 20)), alignment: 16)
                     defer { piece.deallocate() }
-                    var at = r.covered
-                    while at < gapEnd {
-                        let n = Int(min(UInt64(piece.count), gapEnd - at))
-                        guard try fill(UnsafeMutableRawBufferPointer(rebasing: piece[0..<n]), at: at) else { return nil }
+                    while r.covered < size {
+                        let n = Int(min(UInt64(piece.count), size - r.covered))
+                        guard try fill(UnsafeMutableRawBufferPointer(rebasing: piece[0..<n]), at: r.covered) else { return nil }
                         r.crc = reader.checksum(r.crc, UnsafeRawBufferPointer(rebasing: piece[0..<n]))
-                        at += UInt64(n)
-                        r.covered = at
+                        r.covered += UInt64(n)
                     }
-                }
-                if !whole {
+                } else {
+                    // This read continues the pass: its bytes past the checked prefix join the CRC.
                     guard try fill(scratch, at: offset) else { return nil }
                     r.crc = reader.checksum(r.crc, UnsafeRawBufferPointer(rebasing: scratch[Int(r.covered - offset)...]))
                     r.covered = end

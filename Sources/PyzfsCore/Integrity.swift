@@ -5,9 +5,8 @@
 /// - an ELF member (what the dynamic loader maps and runs) is verified whole before its first
 ///   byte is served;
 /// - any other member may be served during its first in-order pass, in which every byte served
-///   has been fed to the running CRC-32 in order; a read that starts further than `reorderWindow`
-///   past what the pass has covered breaks the pass and is answered only after the whole member
-///   was verified;
+///   has been fed to the running CRC-32 in order; a read that starts past what the pass has
+///   covered breaks the pass and is answered only after the whole member was verified;
 /// - a member that failed fails every later read, and the kernel is told to drop its pages.
 final class MemberIntegrity: @unchecked Sendable {
     // @unchecked: every field is guarded by `lock`, which also serialises the in-order pass.
@@ -16,11 +15,6 @@ final class MemberIntegrity: @unchecked Sendable {
         case verified
         case failed(MemberError)
     }
-
-    /// Reads may arrive slightly out of order (the kernel's parallel readahead): a read that
-    /// starts within this distance after the checked prefix continues the pass, the gap read
-    /// and checked first.
-    static let reorderWindow: UInt64 = 1 << 20
 
     let lock = ConditionLock()
     var state: State = .unverified
@@ -37,10 +31,10 @@ final class MemberIntegrity: @unchecked Sendable {
         return nil
     }
 
-    /// Whether a read at `offset` continues the first pass (lock held).
-    func continuesPass(at offset: UInt64) -> Bool {
-        offset <= covered || offset - covered <= Self.reorderWindow
-    }
+    /// Whether a read at `offset` continues the first pass (lock held): it starts within what
+    /// the pass has covered. A read that leaves a gap breaks it, even by one byte: a gap read
+    /// and checked first would serve bytes (the read's own) the CRC has not vouched for yet.
+    func continuesPass(at offset: UInt64) -> Bool { offset <= covered }
 
     /// Whether `bytes` (at least 4 of them, from offset 0) start an ELF file.
     static func isELF(_ bytes: UnsafeRawBufferPointer) -> Bool {

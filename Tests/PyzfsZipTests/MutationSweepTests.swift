@@ -357,6 +357,7 @@ final class Sweep: @unchecked Sendable {
 /// What a handler answered, the bytes of a read compared with the reference as they come.
 final class SweepResponder: Responder, @unchecked Sendable {
     // @unchecked: used by one thread (no workers are started, so handlers answer inline).
+    var uid: UInt32 { 0 }
     enum Answer { case entry(UInt64), attr(Int), error(Int32), data(Int, Bool), readlink, other }
     var last: Answer?
     var blocks: UInt64 = 0
