@@ -126,20 +126,39 @@ struct NeverWaitTests {
         return (fs, fs.tree.lookup(path: "a")!, fs.tree.lookup(path: "b")!)
     }
 
-    @Test("a member another thread is decoding, or a budget full of loading members: wouldBlock, not a wait",
-          .timeLimit(.minutes(1)))
+    @Test("a member another thread is decoding, or a budget full of loading members: wouldBlock, not a wait")
     func busyMemberAndFullBudget() throws {
         let gate = Gate(), started = Gate()
         let (fs, a, b) = try blockedFileSystem(budget: 150, gate: gate, started: started)
         let worker = Thread { _ = try? fs.read(a, offset: 0, count: 10) { $0.count } }
         worker.start()
         started.waitUntilOpen()
-        #expect(throws: FSError.wouldBlock) { try fs.read(a, offset: 0, count: 10, mayWait: false) { _ in () } }
-        #expect(throws: FSError.wouldBlock) { try fs.read(b, offset: 0, count: 10, mayWait: false) { _ in () } }
+        // The calls that must not wait run on a thread of their own, watched: if one waits for
+        // the decode, the gate is opened after the deadline and the test fails instead of hanging.
+        let answers = Answers()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            for n in [a, b] {
+                do throws(FSError) { try fs.read(n, offset: 0, count: 10, mayWait: false) { _ in () }; answers.add(nil) } catch { answers.add(error) }
+            }
+            done.signal()
+        }.start()
+        let waited = done.wait(timeout: .now() + 30) == .timedOut
         gate.open()
+        if waited { done.wait() }
+        #expect(!waited, "a read that may not wait waited for another thread's decode or for room")
+        #expect(answers.all == [.wouldBlock, .wouldBlock])
         #expect(try fs.read(a, offset: 0, count: 10) { $0.count } == 10)
         #expect(try fs.read(b, offset: 0, count: 10) { $0.count } == 10)
     }
+}
+
+/// The errors a thread saw, in order (nil for an answer).
+final class Answers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [FSError?] = []
+    func add(_ e: FSError?) { lock.withLock { values.append(e) } }
+    var all: [FSError?] { lock.withLock { values } }
 }
 
 /// Decodes through `inner` once `gate` opens; opens `started` when the first decode begins.

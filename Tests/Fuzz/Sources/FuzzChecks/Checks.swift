@@ -367,6 +367,8 @@ public final class Checker {
     /// Reads node `i` in order, in reverse and at random with counts of 1 to 4 KiB.
     func readEveryWay(_ fs: ArchiveFileSystem, _ i: Int, size: UInt64, entry: ZipEntry, expected: [UInt8]?,
                       strict: Bool, _ next: () -> UInt64) {
+        // The first reads are in order: a stored member's first pass may serve them (not an ELF's).
+        var inOrder = true
         func one(_ offset: UInt64, _ count: Int) -> Int {
             statistics.fileReads += 1
             guard let n = try? fs.read(i, offset: offset, count: count, { bytes -> Int in
@@ -386,10 +388,16 @@ public final class Checker {
                 return fail("read-damaged", "\(bytes.count) bytes served of a member with impossible numbers")
             }
             guard let expected else {
-                // Stored members read out of order are served before their CRC is checked: issue
-                // 10's integrity part, checked by "read-stored-unchecked" (relaxed while it is open).
+                // A member that does not verify: a deflated one is never served; a stored one only
+                // during its first in-order pass, and never when it is an ELF file (docs/design.md).
                 if entry.method == 8 { fail("read-unverified", "\(bytes.count) bytes served at \(offset) of a deflated member that does not decode") }
-                else if entry.method == 0 { fail("read-stored-unchecked", "\(bytes.count) bytes served at \(offset) of a stored member that does not verify") }
+                else if entry.method == 0 {
+                    if !inOrder {
+                        fail("read-stored-unchecked", "\(bytes.count) bytes served at \(offset), out of order, of a stored member that does not verify")
+                    } else if offset == 0 && bytes.count >= 4 && bytes[0] == 0x7F && bytes[1] == 0x45 && bytes[2] == 0x4C && bytes[3] == 0x46 {
+                        fail("read-stored-unchecked", "an ELF member that does not verify was served")
+                    }
+                }
                 return
             }
             guard offset <= UInt64(expected.count), UInt64(bytes.count) <= UInt64(expected.count) - offset,
@@ -406,6 +414,7 @@ public final class Checker {
             offset += UInt64(n)
             steps += 1
         }
+        inOrder = false
         let chunk: UInt64 = 512
         var k = size / chunk
         steps = 0
