@@ -221,12 +221,7 @@ def numbers_seeds(out):
                                      ("x.so", b"\x7fELF" + bytes(200), 0o100755, zipfile.ZIP_DEFLATED)]:
         with z.open(make_mutants.info(name, mode, method), "w", force_zip64=True) as f:
             f.write(data)
-    limits = zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT
-    zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = -1, -1
-    try:
-        z.close()
-    finally:
-        zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = limits
+    make_mutants.close_zip64(z)
     data = buf.getvalue()
     fields = {f[0]: f for f in make_mutants.all_fields(data)}
     for tag, field, value in [("size-2to64-1", "central[0].extra[0].uncompressed_size", 2**64 - 1),
