@@ -1,5 +1,6 @@
 import Foundation
 import PyzfsCore
+import PyzfsTestSupport
 import Testing
 
 @Suite("Member cache")
@@ -101,36 +102,4 @@ struct MemberCacheTests {
         #expect(cache.statistics.bytesHeld <= 200)
         #expect(cache.statistics.misses == 8)
     }
-}
-
-/// A one-way latch: `waitUntilOpen` returns once `open` was called.
-final class Gate: @unchecked Sendable {
-    private let lock = ConditionLock()
-    private var isOpen = false
-    func open() { lock.withLock { isOpen = true; lock.broadcast() } }
-    func waitUntilOpen() {
-        lock.lock()
-        while !isOpen { lock.wait() }
-        lock.unlock()
-    }
-}
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var n = 0
-    var value: Int { lock.withLock { n } }
-    func increment() { lock.withLock { n += 1 } }
-    func decrement() { lock.withLock { n -= 1 } }
-    func max(_ v: Int) { lock.withLock { n = Swift.max(n, v) } }
-}
-
-/// Runs `body` on `count` threads of their own at once and waits for all.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let group = DispatchGroup()
-    for i in 0..<count {
-        group.enter()
-        let t = Thread { body(i); group.leave() }
-        t.start()
-    }
-    group.wait()
 }

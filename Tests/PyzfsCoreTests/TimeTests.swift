@@ -2,7 +2,8 @@ import Glibc
 import PyzfsCore
 import Testing
 
-@Suite("DOS times")
+// Serialized: TZ is one variable of the whole process, so zones cannot be tried side by side.
+@Suite("DOS times", .serialized)
 struct TimeTests {
     @Test("agree with mktime in several zones", arguments: ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
     func agreesWithMktime(zone: String) {

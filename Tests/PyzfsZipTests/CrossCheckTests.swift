@@ -158,10 +158,3 @@ struct LibzipHandleTests {
         #expect(decoder.handleCount <= 2)
     }
 }
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var n = 0
-    var value: Int { lock.withLock { n } }
-    func increment() { lock.withLock { n += 1 } }
-}

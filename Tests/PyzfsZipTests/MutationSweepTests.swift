@@ -383,8 +383,8 @@ final class SweepResponder: Responder, @unchecked Sendable {
     func written(_ count: Int) { last = .other }
 }
 
-/// A small deterministic generator (SplitMix64).
-struct SplitMix {
+/// A small deterministic generator (SplitMix64): "random" orders are the same on every run.
+struct SplitMix: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
     mutating func next() -> UInt64 {

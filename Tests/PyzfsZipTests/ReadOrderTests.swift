@@ -56,7 +56,7 @@ struct ReadOrderTests {
         case "in order": return [inOrder]
         case "reverse": return [inOrder.reversed()]
         case "random":
-            var g = SeededGenerator(seed: UInt64(size))
+            var g = SplitMix(seed: UInt64(size))
             return [(0..<24).map { _ in (Int.random(in: 0..<size, using: &g), Int.random(in: 1...(64 << 10), using: &g)) }]
         case "interleaved": return [inOrder.flatMap { [$0, $0] }]
         default: return [inOrder, inOrder]  // "two threads": each reader in order, at once
@@ -162,27 +162,4 @@ final class Results: @unchecked Sendable {
     private var values: [Int: ReadOrderTests.Outcome] = [:]
     func set(_ k: Int, _ o: ReadOrderTests.Outcome) { lock.withLock { values[k] = o } }
     func get(_ k: Int) -> ReadOrderTests.Outcome { lock.withLock { values[k]! } }
-}
-
-/// Runs `body` on `count` threads at once and waits for all.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let group = DispatchGroup()
-    for i in 0..<count {
-        group.enter()
-        Thread { body(i); group.leave() }.start()
-    }
-    group.wait()
-}
-
-/// splitmix64, so "random" orders are the same on every run.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
