@@ -51,7 +51,6 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     private var verifiedMembers: [UInt64]
     private var failures: [Int: MemberError] = [:]
     private var passes: [Int: MemberIntegrity] = [:]
-    private var failedMembers = 0
     private var streams = StreamPool()
     private var sourceMtimes: [Int: Int64] = [:]
     private var archiveChanged = false
@@ -64,7 +63,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// Members that could not be served for what the archive holds, for `pyzfs stats`: those
     /// that failed their integrity check (a CRC, size or data error), and those refused because
     /// the archive file was modified under the mount.
-    public var failedMemberCount: Int { lock.withLock { failedMembers + refusedAfterChange.count } }
+    public var failedMemberCount: Int { lock.withLock { failures.count + refusedAfterChange.count } }
     private var refusedAfterChange: Set<Int> = []
 
     /// Background decompression of shared libraries, once started.
@@ -353,7 +352,6 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         let (first, pass) = lock.withLock { () -> (Bool, MemberIntegrity?) in
             guard failures[index] == nil else { return (false, nil) }
             failures[index] = error
-            failedMembers += 1
             return (true, passes.removeValue(forKey: index))
         }
         if let pass {
@@ -397,13 +395,12 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             if stream.position != location.entry.uncompressedSize {
                 throw .sizeMismatch(declared: location.entry.uncompressedSize, actual: stream.position)
             }
-            r.state = .verified
         } catch {
             failure = error
         }
         r.lock.unlock()
         if let failure { throw fail(location.index, failure) }
-        verified(location.index)
+        verified(location.index)  // also marks `r`, for threads waiting on its lock
     }
 
     /// A large member through its checkpoint index: during the first in-order pass its chunks
@@ -416,35 +413,35 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         if !large.isComplete { try ensureArchiveUnchanged() }
         let pool = prefetcher
         let readAhead = pool.map { p in { (job: @escaping @Sendable () -> Void) in p.background(job) } }
-        while true {
-            let (state, isELF, continues) = r.lock.withLock { (r.state, r.isELF, r.continuesPass(at: offset)) }
-            switch state {
-            case let .failed(e):
-                throw e
-            case .verified:
-                return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
-                                      readAhead: readAhead, body)
-            case .unverified:
-                guard let isELF else {
-                    // The first bytes say whether the loader will map it.
-                    guard let magic = try large.read(offset: 0, length: Int(min(4, large.size)), cache: cache, inflater: inflater,
-                                                     mayWait: mayWait, readAhead: nil, { MemberIntegrity.isELF($0) })
-                    else { return nil }
-                    r.lock.withLock { r.isELF = magic }
-                    continue
-                }
-                if isELF || !continues {
-                    guard mayWait else { return nil }
-                    // Returns only once the CRC matched over the whole member.
-                    try large.completeIndex(cache: cache, inflater: inflater)
-                    return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
-                                          readAhead: readAhead, body)
-                }
-                r.lock.withLock { r.covered = max(r.covered, offset + UInt64(length)) }
-                return try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
-                                      readAhead: readAhead, body)
-            }
+        func serve() throws(MemberError) -> R? {
+            try large.read(offset: offset, length: length, cache: cache, inflater: inflater, mayWait: mayWait,
+                           readAhead: readAhead, body)
         }
+        let (state, knownELF) = r.lock.withLock { (r.state, r.isELF) }
+        if case let .failed(e) = state { throw e }
+        if state == .verified { return try serve() }
+        // The first bytes say whether the loader will map it.
+        let isELF: Bool
+        if let knownELF {
+            isELF = knownELF
+        } else {
+            guard let magic = try large.read(offset: 0, length: Int(min(4, large.size)), cache: cache, inflater: inflater,
+                                             mayWait: mayWait, readAhead: nil, { MemberIntegrity.isELF($0) })
+            else { return nil }
+            r.lock.withLock { r.isELF = magic }
+            isELF = magic
+        }
+        let continues = r.lock.withLock { () -> Bool in
+            guard r.continuesPass(at: offset) else { return false }
+            r.covered = max(r.covered, offset + UInt64(length))
+            return true
+        }
+        if isELF || !continues {
+            guard mayWait else { return nil }
+            // Returns only once the CRC matched over the whole member (or throws its failure).
+            try large.completeIndex(cache: cache, inflater: inflater)
+        }
+        return try serve()
     }
 
     /// The checkpoint index of a member too large for the cache, if its method can be indexed
