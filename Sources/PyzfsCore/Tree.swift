@@ -157,7 +157,7 @@ public struct Tree: Sendable {
                 }
                 var (kind, permissions, note) = Tree.classify(entry, isDirectoryName: isDirectoryName)
                 if let note { warn(entry, note) }
-                if let damage = entry.damage, kind == .file { warn(entry, "listed, but every read fails (EIO): \(damage)") }
+                if let damage = entry.damage, kind == .file { warn(entry, "listed, but every read fails (EIO): \(damage); the archive is damaged: rebuild it, or check it with python3 -m zipfile -t") }
                 permissions &= ~options.umask
                 let mtime = times.unixTime(of: entry)
 

@@ -102,16 +102,23 @@ struct HostileTests {
         defer { unmountAndRemove(mnt) }
         #expect(run([pyzfs, "mount", archive, mnt]).status == 0)
         let ready = makeTemporaryDirectory("ready") + "/ready"
+        let go = ready + ".go"
+        // The holder keeps the file open until the test says go: the mount stays busy however
+        // slowly the test gets to its unmount.
         let holder = spawn(["python3", "-c", """
-            import sys, time
+            import os, sys, time
             f = open(sys.argv[1], "rb"); open(sys.argv[2], "w").write("open")
-            time.sleep(1.5); print(len(f.read()))
-            """, mnt + "/text/lorem.txt", ready])
+            while not os.path.exists(sys.argv[3]):
+                time.sleep(0.01)
+            print(len(f.read()))
+            """, mnt + "/text/lorem.txt", ready, go])
+        defer { FileManager.default.createFile(atPath: go, contents: nil) }
         #expect(eventually { FileManager.default.fileExists(atPath: ready) })
         let busy = run([pyzfs, "unmount", mnt])
         #expect(busy.status == 75 && busy.stderr.contains("is busy") && busy.stderr.contains("pyzfs unmount -l"), "\(busy)")
         let lazy = run([pyzfs, "unmount", "-l", mnt])
         #expect(lazy.status == 0 && !isMountPoint(mnt), "\(lazy)")
+        FileManager.default.createFile(atPath: go, contents: nil)
         #expect(holder.wait() == 0)
         #expect(holder.stdout == "1080000\n", "the open file must still read after a lazy unmount: \(holder.stdout) \(holder.stderr)")
     }
