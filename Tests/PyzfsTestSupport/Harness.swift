@@ -121,12 +121,28 @@ enum SpawnExtensions {
         .map { unsafeBitCast($0, to: ChangeDirectory.self) }
 }
 
-/// A new empty directory under /tmp.
+/// A new empty directory in this test process's own directory under /tmp, which goes when the
+/// process exits: a test that forgets its `removeTree`, or ends early, leaves nothing behind.
 public func makeTemporaryDirectory(_ tag: String = "test") -> String {
-    var template = Array("/tmp/pyzfs-\(tag)-XXXXXX".utf8CString)
+    makeDirectory(in: TestScratch.root, tag: tag)
+}
+
+private func makeDirectory(in base: String, tag: String) -> String {
+    var template = Array("\(base)/pyzfs-\(tag)-XXXXXX".utf8CString)
     let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    precondition(p != nil, "mkdtemp failed")
+    precondition(p != nil, "mkdtemp in \(base) failed: \(String(cString: strerror(errno)))")
     return String(cString: p!)
+}
+
+enum TestScratch {
+    /// Traversable by every uid (the tests that run pyzfs as another user need that); each
+    /// directory made in it is 0700 as mkdtemp makes it.
+    static let root: String = {
+        let root = makeDirectory(in: "/tmp", tag: "tests-\(getpid())")
+        chmod(root, 0o755)
+        atexit { removeTree(TestScratch.root) }
+        return root
+    }()
 }
 
 /// Removes a directory tree (never across a mount: `rm --one-file-system`).
