@@ -102,6 +102,10 @@ final class SessionContext: @unchecked Sendable {
             operations.zeroMessageOpens.store(true, ordering: .relaxed)
         }
         conn.pointee.want = want
+        // libfuse fails INIT (EPROTO, a dead mount) unless init() repeats -o max_read=.
+        for o in configuration.libfuseOptions where o.hasPrefix("max_read=") {
+            if let n = UInt32(o.dropFirst(9)) { conn.pointee.max_read = n }
+        }
         onReady?()
         onReady = nil
     }

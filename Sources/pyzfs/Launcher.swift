@@ -75,20 +75,24 @@ struct Launcher {
             throw .failed("cannot create a socket: \(errnoText(errno))")
         }
         // The server: forked twice, so that it is not the app's child, and before unshare(2),
-        // so that it stays outside the namespace whose death ends the mount.
+        // so that it stays outside the namespace whose death ends the mount. As PID 1 it would
+        // come back to this process anyway: forked once.
+        let isInit = getpid() == 1
         let first = fork()
         if first < 0 {
             close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
             throw .failed("cannot fork: \(errnoText(errno))")
         }
         if first == 0 {
-            if fork() != 0 { _exit(0) }
+            if !isInit && fork() != 0 { _exit(0) }
             close(channel[0])
             close(ready[0])
             serveAdopted(opened, options: options, mountpoint: mountpoint, channel: channel[1], ready: ready[1])
         }
-        var status: Int32 = 0
-        waitpid(first, &status, 0)
+        if !isInit {
+            var status: Int32 = 0
+            waitpid(first, &status, 0)
+        }
         close(channel[1])
         close(ready[1])
         func abandon(_ r: MountRefusal) -> MountRefusal {
@@ -114,9 +118,11 @@ struct Launcher {
         if pyzfs_make_mounts_private() != 0 { throw abandon(.namespaceDenied(errno)) }
         let fd: Int32
         do {
-            fd = try KernelMount.mount(source: opened.path, on: mountpoint, readOnly: !opened.acceptsBytecode,
-                                       uid: opened.filesystem.ownership.uid, gid: opened.filesystem.ownership.gid,
-                                       allowOther: false)
+            // The libfuse options pyzfs mount would use, made into mount(2)'s arguments; the
+            // kernel's owner is who mounts (uid= and gid= are the files' owner, in the tree).
+            let request = try KernelMount.request(source: opened.path,
+                                                  options: opened.serverConfiguration(options).libfuseOptions)
+            fd = try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid)
         } catch {
             throw abandon(MountRefusal(error))
         }
@@ -129,7 +135,10 @@ struct Launcher {
         }
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
-        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: getpid() == 1, waitForAll: false)
+        // As PID 1 this process's exit kills the server before the namespace's end reaches it:
+        // the mount is detached here and its directory removed, nothing waits for the server.
+        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); rmdir(mountpoint) }, server: nil)
+        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
     }
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
@@ -140,9 +149,10 @@ struct Launcher {
         let fd = pyzfs_receive_descriptor(channel)
         close(channel)
         if fd < 0 { _exit(0) }  // the launcher could not mount; it reports why
+        // The same libfuse options as the launcher's mount: the session's own (allow_root,
+        // max_threads) apply; libfuse ignores the mount options for a /dev/fd/N mount point.
         var configuration = opened.serverConfiguration(options)
         configuration.exitOnSignals = false
-        configuration.libfuseOptions = []  // the launcher made the mount itself, with mount(2)
         let server: Server
         do {
             server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
@@ -181,10 +191,11 @@ struct Launcher {
         var lifetime: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
         guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", mountpoint) }
+        let isInit = getpid() == 1
         let first = fork()
         if first < 0 { fatal("cannot fork: \(errnoText(errno))", mountpoint) }
         if first == 0 {
-            if fork() != 0 { _exit(0) }
+            if !isInit && fork() != 0 { _exit(0) }
             close(lifetime[1])
             close(ready[0])
             detach(keeping: [lifetime[0], ready[1], opened.file.fd, server.fd], options: options)
@@ -197,16 +208,21 @@ struct Launcher {
             rmdir(mountpoint)
             _exit(0)
         }
-        var status: Int32 = 0
-        waitpid(first, &status, 0)
+        if !isInit {
+            var status: Int32 = 0
+            waitpid(first, &status, 0)
+        }
         close(lifetime[0])
         close(ready[1])
         close(server.fd)
         guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", mountpoint) }
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
-        // lifetime[1] stays open (close-on-exec) until this process exits.
-        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true)
+        // lifetime[1] stays open (close-on-exec) until this process exits; as PID 1 it is closed
+        // once the app's processes are gone, and the server (a child then) unmounts and exits.
+        let writeEnd = lifetime[1]
+        let cleanup = Supervisor.InitCleanup(end: { close(writeEnd) }, server: isInit ? first : nil)
+        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: cleanup)
     }
 
     private func fatal(_ message: String, _ mountpoint: String) -> Never {
@@ -219,11 +235,11 @@ struct Launcher {
     // MARK: running the app
 
     private func startApp(_ layout: AppLayout, opened: OpenedArchive, mountpoint: String,
-                          supervise: Bool, waitForAll: Bool) -> Never {
+                          supervise: Bool, waitForAll: Bool, asInit: Supervisor.InitCleanup) -> Never {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", mountpoint, 1)
         let argv = layout.command(root: mountpoint)
-        if supervise { Supervisor.run(argv, waitForAll: waitForAll) }
+        if supervise { Supervisor.run(argv, waitForAll: waitForAll, asInit: asInit) }
         execute(argv)
     }
 

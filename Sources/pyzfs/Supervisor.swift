@@ -10,10 +10,21 @@ import Glibc
 enum Supervisor {
     static let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH]
 
+    /// How the mount ends when this process is PID 1: its exit kills every process of the
+    /// container, the server too, so the mount must be ended first.
+    struct InitCleanup {
+        /// Ends the mount (closes the server's lifetime pipe, or detaches the namespace's mount).
+        let end: () -> Void
+        /// The server, this process's child as init, waited for after `end` so that it unmounts
+        /// and removes its directory itself; nil when it cannot end before this process does.
+        let server: pid_t?
+    }
+
     /// - Parameters:
     ///   - waitForAll: become the parent of every orphaned descendant of the app (a subreaper) and
     ///     return only once every descendant has exited (the mount lives that long).
-    static func run(_ argv: [String], waitForAll: Bool) -> Never {
+    ///   - asInit: what ends the mount when this process is PID 1.
+    static func run(_ argv: [String], waitForAll: Bool, asInit: InitCleanup? = nil) -> Never {
         if waitForAll { _ = pyzfs_set_child_subreaper() }
         var set = sigset_t()
         sigemptyset(&set)
@@ -30,6 +41,7 @@ enum Supervisor {
             exit(125)
         }
         let isInit = getpid() == 1
+        let cleanup = isInit ? asInit : nil
         var appStatus: Int32? = nil
         while true {
             var info = siginfo_t()
@@ -48,13 +60,32 @@ enum Supervisor {
                 if pid == app { appStatus = status }
             }
             guard let status = appStatus else { continue }
-            if waitForAll {
-                var probe: Int32 = 0
-                if waitpid(-1, &probe, WNOHANG) == -1 && errno == ECHILD { finish(status, isInit: isInit) }
-                continue
+            // As init the server is a child too, and it ends only after this process: the app's
+            // other descendants are what the mount waits for.
+            if waitForAll && hasChildren(except: cleanup?.server) { continue }
+            if let cleanup {
+                cleanup.end()
+                if let server = cleanup.server {
+                    var ignored: Int32 = 0
+                    while waitpid(server, &ignored, 0) < 0 && errno == EINTR {}
+                }
             }
             finish(status, isInit: isInit)
         }
+    }
+
+    /// Whether this process has a child other than `server` (all of its threads' children,
+    /// from /proc; without /proc, as waitpid says, which counts the server too).
+    static func hasChildren(except server: pid_t?) -> Bool {
+        guard let tasks = directoryNames("/proc/self/task") else {
+            var probe: Int32 = 0
+            return !(waitpid(-1, &probe, WNOHANG) == -1 && errno == ECHILD)
+        }
+        for task in tasks {
+            let text = readSmallFile("/proc/self/task/\(task)/children") ?? ""
+            if text.split(whereSeparator: \.isWhitespace).contains(where: { pid_t($0) != server }) { return true }
+        }
+        return false
     }
 
     /// Exits as the app did: its code, or (unless init, which cannot) the same signal.

@@ -120,20 +120,80 @@ struct RunTests {
         }
     }
 
-    @Test("as PID 1 it forwards signals to the app and exits with its status", .enabled(if: getuid() == 0, "needs root for a PID namespace"))
-    func asInit() throws {
-        #expect(run(["unshare", "--pid", "--fork", "--mount-proc", pyzfs, "run", app, "--", "exit", "9"]).status == 9)
+    /// `pyzfs run FLAGS ARGS` as PID 1 of a new PID namespace (a container's entrypoint), with
+    /// its own runtime directory; unshare's death kills the namespace (a hung test ends).
+    func asInitArgv(_ flags: [String], _ args: [String]) -> [String] {
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", pyzfs, "run"] + flags + [app, "--"] + args
+    }
+
+    @Test("as PID 1: the app's status at once, signals forwarded, the mount's directory gone every time",
+          .enabled(if: getuid() == 0, "needs root for a PID namespace"), arguments: [false, true])
+    func asInit(noNamespace: Bool) throws {
+        let flags = noNamespace ? ["--no-namespace"] : []
+        let runtime = makeTemporaryDirectory("runtime")
+        defer { removeTree(runtime) }
+        let environment = ["XDG_RUNTIME_DIR": runtime]
+        // The directory was left in about half the runs in namespace mode, and --no-namespace
+        // hung (its server, reparented to PID 1, waited for PID 1).
+        for round in 0..<6 {
+            let r = run(asInitArgv(flags, ["exit", "9"]), environment: environment, timeout: 60)
+            #expect(r.status == 9, "round \(round): \(r)")
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: runtime)) ?? []
+            #expect(left.isEmpty, "round \(round): left in the runtime directory: \(left)")
+        }
         let file = pidFile()
-        let p = spawn(["unshare", "--pid", "--fork", "--mount-proc", pyzfs, "run", app, "--", "sleep", file, "30"])
+        let p = spawn(asInitArgv(flags, ["sleep", file, "30"]), environment: environment)
         #expect(eventually { FileManager.default.fileExists(atPath: file) })
         // pyzfs is PID 1 inside: find it by its namespaced pid.
-        let initPid = processes(matching: "run \(app) -- sleep \(file)").first { pid in
+        let initPid = processes(matching: "run \(flags.map { $0 + " " }.joined())\(app) -- sleep \(file)").first { pid in
             let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
             return status.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") }
         }
         let pid = try #require(initPid, "no PID 1 pyzfs found")
         kill(pid, SIGTERM)  // as docker stop does; an app without a handler dies of it
         #expect(p.wait(timeout: 20) == 128 + SIGTERM, "\(p.stderr)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: runtime)) ?? []).isEmpty)
+    }
+
+    @Test("as PID 1 with --no-namespace, a process the app left behind keeps the mount until it is done",
+          .enabled(if: getuid() == 0, "needs root for a PID namespace"))
+    func asInitWithOrphan() throws {
+        let out = makeTemporaryDirectory("orphan")
+        defer { removeTree(out) }
+        let marker = out + "/marker"
+        let r = run(asInitArgv(["--no-namespace"], ["orphan", marker, "0.5"]), timeout: 60)
+        #expect(r.status == 0 && r.stdout.contains("app done"), "\(r)")
+        // PID 1 returned only after the orphan, which read the mount, had finished.
+        #expect((try? String(contentsOfFile: marker, encoding: .utf8)) == "from the mount\n", "\(r)")
+    }
+
+    /// The mount's options, type, source and super options, as the app's `mountline` prints them.
+    func mountLine(_ mountpoint: String) -> String? {
+        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        for line in info.split(separator: "\n") {
+            let f = line.split(separator: " ").map(String.init)
+            if f.count > 6, f[4] == mountpoint, let dash = f.firstIndex(of: "-") {
+                return ([f[5]] + f[(dash + 1)...]).joined(separator: " ")
+            }
+        }
+        return nil
+    }
+
+    @Test("the same -o options make the same kernel mount in every mode: mount, run, run --no-namespace")
+    func oneComposition() throws {
+        // uid= used to become the kernel's user_id in namespace mode (the app, root, then got
+        // EACCES), and the libfuse options were dropped there.
+        let options = "noexec,noatime,allow_other,uid=65534,gid=65534,umask=027,max_read=65536"
+        let expected = try withMount(app, options: [options]) { try #require(mountLine($0)) }
+        for word in ["noexec", "noatime", "allow_other", "user_id=\(getuid())", "max_read=65536", "fuse.pyzfs \(app) "] {
+            #expect(expected.contains(word), "\(word) missing in \(expected)")
+        }
+        for flags in [[], ["--no-namespace"]] {
+            let r = run([pyzfs, "run"] + flags + ["-o", options, app, "--", "mountline"])
+            #expect(r.status == 0, "\(flags): \(r)")
+            let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("mountline ") }?.dropFirst(10)
+            #expect(line.map(String.init) == expected, "\(flags): \(r.stdout)")
+        }
     }
 
     @Test("interpreter and archive failures: 127, 126, 125, with one line")
