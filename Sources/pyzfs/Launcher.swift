@@ -259,14 +259,33 @@ struct Launcher {
         detachFromCaller(keeping: keeping, logFD: openLogFile(options))
     }
 
+    /// A new directory for the mount point in the first usable scratch place.
     private func makeMountDirectory() throws(MountRefusal) -> String {
-        let base = readEnvironment("XDG_RUNTIME_DIR").flatMap { access($0, W_OK) == 0 ? $0 : nil } ?? "/tmp"
-        var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw .failed("cannot create a mount directory in \(base): \(errnoText(errno))")
+        let places = scratchPlaces()
+        for base in places where isWritableDirectory(base) {
+            var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
+            if let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) {
+                return string(fromCString: p)
+            }
         }
-        return string(fromCString: p)
+        throw .noScratch(places)
     }
+}
+
+/// Where `pyzfs run` may make its mount directory: `$TMPDIR`, `$XDG_RUNTIME_DIR`, then /tmp
+/// (absolute paths only, as the XDG specification asks).
+func scratchPlaces() -> [String] {
+    var places: [String] = []
+    for p in [readEnvironment("TMPDIR"), readEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
+        if let p, p.hasPrefix("/"), !places.contains(p) { places.append(p) }
+    }
+    return places
+}
+
+/// A directory this process may create entries in, on a file system mounted read-write.
+func isWritableDirectory(_ path: String) -> Bool {
+    var fs = statvfs()
+    return access(path, W_OK | X_OK) == 0 && statvfs(path, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) == 0
 }
 
 /// Why `pyzfs run` could not mount, and what would fix it.
@@ -276,6 +295,8 @@ enum MountRefusal: Error, Equatable {
     case mountDenied(Int32)
     case namespaceDenied(Int32)
     case noFusermount
+    /// No scratch place could take the mount directory (the places tried).
+    case noScratch([String])
     case failed(String)
 
     init(_ r: KernelMount.Refusal) {
@@ -289,7 +310,9 @@ enum MountRefusal: Error, Equatable {
 
     init(mountError: MountError) {
         let text = "\(mountError)"
-        if mountError.deniesPermission {
+        if mountError.deniesPermission && text.contains("/dev/fuse") {
+            self = .deviceDenied(EACCES)  // libfuse could not open the device: no mount was tried
+        } else if mountError.deniesPermission {
             self = .mountDenied(EPERM)
         } else if text.contains("device not found") {
             self = .noDevice
@@ -308,6 +331,7 @@ enum MountRefusal: Error, Equatable {
         case let .mountDenied(e): return "mount(2) was refused (\(errnoText(e))): no CAP_SYS_ADMIN, or a seccomp or AppArmor profile forbids it"
         case let .namespaceDenied(e): return "no private mount namespace could be made (\(errnoText(e)))"
         case .noFusermount: return "this user may not mount and fusermount3 is not installed"
+        case let .noScratch(places): return "no writable directory for the mount point (tried \(places.joined(separator: ", ")))"
         case let .failed(s): return s
         }
     }
@@ -319,7 +343,8 @@ enum MountRefusal: Error, Equatable {
         case .mountDenied: return "in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)"
         case .namespaceDenied: return "run as root, or allow unprivileged user namespaces"
         case .noFusermount: return "install fuse3 (fusermount3) or run as root"
-        case .failed: return "the server's log may say more (syslog, or -o log=FILE); --fallback=extract runs the app without a mount"
+        case .noScratch: return "set TMPDIR to a writable directory (in a container: --tmpfs /tmp)"
+        case .failed: return "the server's log may say more (syslog, or -o log=FILE)"
         }
     }
 }

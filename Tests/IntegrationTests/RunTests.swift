@@ -266,4 +266,28 @@ struct RunTests {
         #expect(r.status == 0, "\(r)")
         #expect(r.stderr.contains("$XDG_CACHE_HOME is not writable") && r.stderr.contains("using \(runtime)/pyzfs"), "\(r)")
     }
+
+    @Test("a read-only /tmp (docker run --read-only): TMPDIR, then XDG_RUNTIME_DIR; without either one line that says so",
+          .enabled(if: getuid() == 0, "needs root for a read-only bind mount"), arguments: [false, true])
+    func readOnlyTmp(noNamespace: Bool) throws {
+        let scratch = makeTemporaryDirectory("scratch")
+        defer { removeTree(scratch) }
+        // In a private namespace: a tmpfs on `scratch`, then all of /tmp read-only around it.
+        func withReadOnlyTmp(_ environment: [String: String], _ args: [String]) -> RunResult {
+            let script = "mount -t tmpfs none \"$1\" && mount --rbind /tmp /tmp && mount -o remount,bind,ro /tmp && shift && exec \"$@\""
+            let flags = noNamespace ? ["--no-namespace"] : []
+            return run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", scratch, pyzfs, "run"] + flags + [app, "--"] + args,
+                       environment: ["TMPDIR": "", "XDG_RUNTIME_DIR": ""].merging(environment) { $1 })
+        }
+        for variable in ["TMPDIR", "XDG_RUNTIME_DIR"] {
+            let r = withReadOnlyTmp([variable: scratch], ["print"])
+            #expect(r.status == 0 && r.stdout.contains("mount \(scratch)/pyzfs-run-"), "\(variable): \(r)")
+        }
+        let refused = withReadOnlyTmp([:], ["print"])
+        #expect(refused.status == 125, "\(refused)")
+        #expect(refused.stderr.contains("no writable directory for the mount point (tried /tmp)") && refused.stderr.contains("set TMPDIR"),
+                "\(refused)")
+        #expect(!refused.stderr.contains("server") && refused.stderr.split(separator: "\n").filter { $0.hasPrefix("pyzfs: ") && !$0.contains("warning") }.count == 1,
+                "\(refused)")
+    }
 }
