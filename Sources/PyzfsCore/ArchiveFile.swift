@@ -73,10 +73,15 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
     public let inode: UInt64
     public let modificationTime: Int64
     let modificationNanoseconds: Int64
+    /// The change time when opened, compared by `isUnchanged` when `watchesChangeTime`.
+    let changeTime: (seconds: Int64, nanoseconds: Int64)
+    /// Whether any change of the inode (its ctime) counts as a modification: for an archive
+    /// pinned by `sha256=`, whose bytes were checked once, at mount.
+    public let watchesChangeTime: Bool
 
     /// Opens `path` read-only.
     /// - Throws: `.cannotOpen` (missing, unreadable, a directory) with the errno.
-    public init(path: String) throws(ArchiveError) {
+    public init(path: String, watchesChangeTime: Bool = false) throws(ArchiveError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw .cannotOpen(path: path, errno: errno) }
         var st = stat()
@@ -100,6 +105,8 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
         self.inode = UInt64(st.st_ino)
         self.modificationTime = Int64(st.st_mtim.tv_sec)
         self.modificationNanoseconds = Int64(st.st_mtim.tv_nsec)
+        self.changeTime = (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec))
+        self.watchesChangeTime = watchesChangeTime
     }
 
     deinit { close(fd) }
@@ -144,12 +151,13 @@ public final class ArchiveFile: ByteSource, @unchecked Sendable {
     public var stablePath: String { "/proc/self/fd/\(fd)" }
 
     /// Whether the file behind the descriptor still has the size and mtime (to the nanosecond) it
-    /// had when opened. A rename over the path does not count (the descriptor keeps the old
-    /// file, whose change time the unlink alters); a write in place does, unless it restores the
-    /// mtime too (see docs/errors.md).
+    /// had when opened, and with `watchesChangeTime` its ctime. Without it, a rename over the path
+    /// does not count (the descriptor keeps the old file, whose change time the unlink alters);
+    /// a write in place does, unless it restores the mtime too (see docs/errors.md).
     public func isUnchanged() -> Bool {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return false }
+        if watchesChangeTime && (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) != changeTime { return false }
         return UInt64(st.st_size) == size && Int64(st.st_mtim.tv_sec) == modificationTime
             && Int64(st.st_mtim.tv_nsec) == modificationNanoseconds
     }

@@ -23,6 +23,8 @@ public struct MountOptions: Sendable, Equatable {
     public var overridden: [String] = []
     /// Whether `noexec` was asked for (native extensions then cannot load).
     public var noexec = false
+    /// The SHA-256 the archive file must have (`sha256=`, 64 hex digits as sha256sum prints).
+    public var sha256: String? = nil
     /// Whether `ro` was asked for: the kernel mount is then read-only and the bytecode overlay
     /// is off, whatever `pycache=` says (fstab and mount.fuse3 pass `ro` on).
     public var readOnly = false
@@ -116,6 +118,12 @@ public struct MountOptions: Sendable, Equatable {
                 throw .badValue(option: key, reason: "'\(v)' is not a size such as 64M")
             }
             pycacheSize = bytes
+        case "sha256":
+            let v = try need().lowercased()
+            guard v.utf8.count == 64, v.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+                throw .badValue(option: key, reason: "'\(v)' is not 64 hexadecimal digits (what sha256sum prints)")
+            }
+            sha256 = v
         case "symlinks":
             let v = try need()
             guard let p = SymlinkPolicy(rawValue: v) else {

@@ -1,3 +1,4 @@
+import Crypto
 import Logging
 import PyzfsCore
 import PyzfsFUSE
@@ -56,10 +57,21 @@ func openArchive(_ path: String, options: MountOptions) throws(Failure) -> Opene
     let file: ArchiveFile
     let index: ZipIndex
     do {
-        file = try ArchiveFile(path: absolute)
+        file = try ArchiveFile(path: absolute, watchesChangeTime: options.sha256 != nil)
+        // A pinned archive is hashed before any of its bytes is parsed.
+        if let pin = options.sha256 {
+            let actual = try sha256(of: file)
+            guard actual == pin, file.isUnchanged() else {
+                throw Failure(Exit.badArchive, "\(path) does not match -o sha256=\(pin): its SHA-256 is \(actual)\(file.isUnchanged() ? "" : " (and it changed while being hashed)"); it was replaced or damaged: check where it came from")
+            }
+        }
         index = try ZipIndex.read(from: file, path: path)
-    } catch {
+    } catch let failure as Failure {
+        throw failure
+    } catch let error as ArchiveError {
         throw Failure(error, path: path)
+    } catch {
+        throw Failure(Exit.software, "\(error)")
     }
     let decoders: [any MemberDecoder] = [DeflateDecoder(source: file), LibzipDecoder(archive: file, index: index)]
     let reader = MemberReader(source: file, index: index, decoders: decoders, checksum: crc32)
@@ -88,4 +100,23 @@ func report(_ warnings: [TreeWarning]) {
     if warnings.count > shown {
         log.warning("\(warnings.count - shown) more members skipped or changed (the first \(shown) are above)")
     }
+}
+
+/// SHA-256 of the whole file, as sha256sum prints it.
+func sha256(of file: ArchiveFile) throws(ArchiveError) -> String {
+    var hasher = SHA256()
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var offset: UInt64 = 0
+    while offset < file.size {
+        let n = try withMutableBytes(&buffer) { (p) throws(ArchiveError) -> Int in try file.read(into: p, at: offset) }
+        if n == 0 { break }
+        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        offset += UInt64(n)
+    }
+    return hex(hasher.finalize())
+}
+
+/// Lower-case hexadecimal digits of `bytes`.
+func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
+    bytes.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
 }

@@ -64,23 +64,9 @@ enum ExtractionCache {
 
     /// SHA-256 of the whole archive file.
     static func fullHash(of file: ArchiveFile) throws(Failure) -> String {
-        var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var offset: UInt64 = 0
-        while offset < file.size {
-            let n: Int
-            do { n = try withMutableBytes(&buffer) { (p) throws(ArchiveError) -> Int in try file.read(into: p, at: offset) } } catch {
-                throw Failure(Exit.runFailed, "cannot read the archive to key the extraction cache: \(error); check that the archive is readable and not being rewritten")
-            }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            offset += UInt64(n)
+        do { return try sha256(of: file) } catch {
+            throw Failure(Exit.runFailed, "cannot read the archive to key the extraction cache: \(error); check that the archive is readable and not being rewritten")
         }
-        return hex(hasher.finalize())
-    }
-
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
     }
 
     static func identity(of file: ArchiveFile) -> String {

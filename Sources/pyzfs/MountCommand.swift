@@ -41,6 +41,11 @@ struct MountCommand: ParsableCommand {
         ro: a read-only kernel mount (findmnt shows ro), with the bytecode overlay off \
         whatever pycache= says; fstab's ro does the same.
 
+        sha256=HEX: the archive's SHA-256 as sha256sum prints it. The whole file is hashed \
+        before anything is read from it (one pass, about 1 GB/s), a mismatch exits 65 (125 for \
+        pyzfs run), and once mounted any change of the file (size, mtime or ctime: a write, even \
+        with the mtime put back, or a chmod) fails the reads that need it with EIO.
+
         pycache_size=SIZE: bytes of bytecode held at most, each file's and directory's name and \
         384 bytes per entry counted too (default 64M; beyond, CPython just does not cache).
 
