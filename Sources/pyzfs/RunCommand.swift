@@ -57,6 +57,9 @@ struct RunCommand: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "Arguments for the app, after --.")
     var arguments: [String] = []
 
+    /// The options that take the next word as their value.
+    static let valueOptions: Set<String> = ["--python", "--fallback", "-o"]
+
     func run() throws {
         let fallbackMode = fallback ?? readEnvironment("PYZFS_FALLBACK") ?? "none"
         guard fallbackMode == "extract" || fallbackMode == "none" else {

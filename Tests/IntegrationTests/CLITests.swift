@@ -112,4 +112,19 @@ struct CLITests {
         #expect(u.stderr.contains("cleared the dead mount"))
         #expect(!isMountPoint(mnt))
     }
+
+    @Test("-o with its value attached (-oallow_other,uid=N), as sshfs and fuse-zip take it: pyzfs mount and the default form",
+          .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+    func joinedOptionValue() throws {
+        let archive = Fixtures.shared.archive("zipapp")
+        for (argv, owner) in [(["mount", "-ouid=4242", archive], 4242), ([archive, "-oallow_other,uid=4243"], 4243)] {
+            let mnt = makeTemporaryDirectory("mnt")
+            defer { unmountAndRemove(mnt) }
+            // The mount point goes last, so that -o comes before and after an operand.
+            let r = run([pyzfs] + argv + [mnt])
+            #expect(r.status == 0, "\(argv): \(r)")
+            let attributes = try? FileManager.default.attributesOfItem(atPath: mnt)
+            #expect((attributes?[.ownerAccountID] as? NSNumber)?.intValue == owner, "\(argv): \(attributes ?? [:])")
+        }
+    }
 }
