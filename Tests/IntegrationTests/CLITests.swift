@@ -127,4 +127,23 @@ struct CLITests {
             #expect((attributes?[.ownerAccountID] as? NSNumber)?.intValue == owner, "\(argv): \(attributes ?? [:])")
         }
     }
+
+    @Test("unmount through a symlink to the mount point, absolute or relative",
+          .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+    func unmountThroughSymlink() throws {
+        let archive = Fixtures.shared.archive("zipapp")
+        let links = makeTemporaryDirectory("links")
+        defer { removeTree(links) }
+        for relative in [false, true] {
+            let mnt = makeTemporaryDirectory("mnt")
+            defer { unmountAndRemove(mnt) }
+            #expect(run([pyzfs, "mount", archive, mnt]).status == 0)
+            let link = links + "/link-\(relative)"
+            let target = relative ? "../" + (mnt as NSString).lastPathComponent : mnt
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+            let u = run([pyzfs, "unmount", link])
+            #expect(u.status == 0, "\(target): \(u)")
+            #expect(!isMountPoint(mnt), "\(mnt) is still mounted")
+        }
+    }
 }
