@@ -243,9 +243,7 @@ func isDeadMount(_ path: String) -> Bool {
 /// Why no FUSE mount can be attempted here at all (nil: one can be).
 func fuseUnavailable() -> MountRefusal? {
     if access("/dev/fuse", F_OK) != 0 { return .noDevice }
-    if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
-        return .noFusermount
-    }
+    if getuid() != 0 && Fusermount.path() == nil { return .noFusermount }
     return nil
 }
 
@@ -263,7 +261,7 @@ func checkFUSE() throws(Failure) {
     case .noDevice?:
         throw Failure(Exit.noFUSE, "FUSE is not available: /dev/fuse does not exist; load the kernel module (modprobe fuse), or in a container add --device /dev/fuse --cap-add SYS_ADMIN")
     case .noFusermount?:
-        throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is not installed; install it (apt-get install fuse3) or mount as root")
+        throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is neither in /usr/bin nor on PATH; install it (apt-get install fuse3) or mount as root")
     default:
         return
     }

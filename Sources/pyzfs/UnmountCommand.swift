@@ -44,7 +44,10 @@ func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
             throw Failure(Exit.failure, "cannot unmount \(absolute): \(errnoText(e)); try a lazy unmount: umount -l \(absolute)")
         }
     } else {
-        var args = ["fusermount3", "-u"]
+        guard let fusermount = Fusermount.path() else {
+            throw Failure(Exit.failure, "cannot unmount \(absolute): a non-root user needs fusermount3, which is neither in /usr/bin nor on PATH; install it (apt-get install fuse3) or unmount as root")
+        }
+        var args = [fusermount, "-u"]
         if lazy || dead { args.append("-z") }
         args.append(absolute)
         let status = runProgram(args)
