@@ -1,4 +1,5 @@
-# pyzfs — build, test, demo, install. `make deps` installs the Debian packages it needs.
+# pyzfs — build, test, demo, install. `make deps` installs the Debian packages it needs; only it,
+# make test and make demo install anything (make and make build only check, with check-deps).
 SWIFT_BIN ?= /opt/swift/usr/bin
 export PATH := $(SWIFT_BIN):$(PATH)
 PREFIX ?= /usr/local
@@ -15,18 +16,20 @@ PYZFS_BIN ?= .build/release/pyzfs
 MANUAL = .build/plugins/GenerateManual/outputs/pyzfs/pyzfs.1
 
 # Debian packages: the libraries pyzfs links, the FUSE tools, and what the tests use.
-DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev pkg-config gcc python3
+DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev zlib1g-dev pkg-config gcc python3
+# The pkg-config modules the build links (Package.swift), each with its Debian package.
+PKG_MODULES = fuse3:libfuse3-dev libzip:libzip-dev libdeflate:libdeflate-dev zlib:zlib1g-dev
 
-.PHONY: all build debug test stress demo deps install install-files uninstall manual bench clean
+.PHONY: all build debug test stress demo deps check-deps install install-files uninstall manual bench clean
 
 all: build
 
 # The Swift runtime is linked statically: a mount or a `pyzfs run` starts ~3.5 ms sooner (no
 # dynamic symbol binding of Foundation), and the binary needs no Swift runtime where it is copied.
-build: deps
+build: check-deps
 	swift build -c release --static-swift-stdlib
 
-debug: deps
+debug: check-deps
 	swift build
 
 # Everything: unit tests of each layer and real mounts (CI runs this).
@@ -50,7 +53,7 @@ stress: deps
 	PYZFS_BINARY=$(CURDIR)/.build/debug/pyzfs PYZFS_STRESS_SECONDS=$${PYZFS_STRESS_SECONDS:-120} swift test --skip-build --filter StressTests
 
 # Builds an example app with a C extension, mounts it, runs it with the stock python3, unmounts.
-demo: build
+demo: deps build
 	sh docs/demo/demo.sh $(CURDIR)/.build/release/pyzfs
 
 # Times pyzfs against an extracted directory and its peers; prints medians and ratios (docs/benchmarks.md).
@@ -113,6 +116,14 @@ sanitize: deps manual
 	    swift test --skip-build --sanitize=$$s --scratch-path $$d $${skip:+--skip "$$skip"} || status=1; \
 	  for r in $$d/reports/*; do [ -f "$$r" ] || continue; echo "== $$r"; cat "$$r"; status=1; done; \
 	done; exit $$status
+
+# Says what a build lacks (and that make deps installs it) and fails; installs nothing.
+check-deps:
+	@command -v pkg-config >/dev/null || { echo "missing: pkg-config (Debian package pkg-config); make deps installs it" >&2; exit 1; }; \
+	missing=""; for m in $(PKG_MODULES); do \
+	  pkg-config --exists $${m%%:*} || missing="$$missing $${m#*:} (pkg-config module $${m%%:*}),"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "missing:$${missing%,}; make deps installs them" >&2; exit 1; fi
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

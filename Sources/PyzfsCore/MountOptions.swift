@@ -168,6 +168,27 @@ public struct MountOptions: Sendable, Equatable {
         }
     }
 
+    /// `arguments` with each `-oOPTIONS` as `-o OPTIONS`, as sshfs, fuse-zip and squashfuse accept
+    /// it (swift-argument-parser's joined short options cannot hold the `=` of mount options).
+    /// `valueOptions` take the next word as their value; nothing after `--` is touched, and with
+    /// `untilOperand` nothing from the first operand on (`pyzfs run`: the app's arguments).
+    public static func separatingJoined(_ arguments: [String], valueOptions: Set<String>, untilOperand: Bool) -> [String] {
+        var result: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let word = arguments[i]
+            if word == "--" || (untilOperand && !word.hasPrefix("-")) { break }
+            if word.hasPrefix("-o") && word.count > 2 {
+                result += ["-o", String(word.dropFirst(2))]
+            } else {
+                result.append(word)
+                if valueOptions.contains(word) && i + 1 < arguments.count { i += 1; result.append(arguments[i]) }
+            }
+            i += 1
+        }
+        return result + arguments[i...]
+    }
+
     /// Splits at commas not preceded by a backslash; the backslashes stay (libfuse unescapes).
     public static func splitOptions(_ s: String) -> [String] {
         var parts: [String] = []

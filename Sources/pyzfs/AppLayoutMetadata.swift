@@ -103,14 +103,19 @@ extension BundledApp {
     /// - Throws: a `Failure` (exit 125) when the metadata is there but malformed.
     init?(_ opened: OpenedArchive) throws(Failure) {
         let tree = opened.filesystem.tree
-        if let info = tree.lookup(path: "PEX-INFO"), tree.nodes[info].kind == .file {
-            try self.init(pex: opened, info: info)
-        } else if let environment = tree.lookup(path: "environment.json"), tree.nodes[environment].kind == .file,
-                  let bootstrap = tree.lookup(path: "_bootstrap"), tree.nodes[bootstrap].kind == .directory {
-            try self.init(shiv: opened, environment: environment)
-        } else {
-            return nil
+        switch Self.kind(of: tree) {
+        case .pex?: try self.init(pex: opened, info: tree.lookup(path: "PEX-INFO")!)
+        case .shiv?: try self.init(shiv: opened, environment: tree.lookup(path: "environment.json")!)
+        case nil: return nil
         }
+    }
+
+    /// Whether the tree is a shiv's or a pex's, by the files named above (nothing is read).
+    static func kind(of tree: Tree) -> Kind? {
+        func has(_ path: String, _ kind: NodeKind) -> Bool { tree.lookup(path: path).map { tree.nodes[$0].kind == kind } ?? false }
+        if has("PEX-INFO", .file) { return .pex }
+        if has("environment.json", .file) && has("_bootstrap", .directory) { return .shiv }
+        return nil
     }
 
     private init(shiv opened: OpenedArchive, environment node: Int) throws(Failure) {

@@ -383,17 +383,6 @@ struct Interpreter {
     }
 }
 
-/// `program` if it contains a slash, else the first match on PATH.
-func findExecutable(_ program: String) -> String? {
-    if program.contains("/") { return access(program, F_OK) == 0 ? program : nil }
-    let path = readEnvironment("PATH") ?? "/usr/local/bin:/usr/bin:/bin"
-    for dir in path.split(separator: ":") where !dir.isEmpty {
-        let candidate = "\(dir)/\(program)"
-        if access(candidate, X_OK) == 0 { return candidate }
-    }
-    return nil
-}
-
 /// Replaces this process with `argv`; on failure exits 126 or 127 as env(1) does.
 func execute(_ argv: [String]) -> Never {
     var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]

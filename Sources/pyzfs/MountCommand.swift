@@ -140,21 +140,26 @@ struct Mounter {
         }
         var summary = "mounted \(opened.path) on \(target): \(opened.index.entries.count) entries, cache \(formatSize(UInt64(opened.filesystem.cache.budget)))"
         if let o = opened.filesystem.overlay { summary += ", bytecode written into memory (up to \(formatSize(UInt64(o.budget))))" }
+        // `python3 MOUNTPOINT` would run the tool's own __main__, which reads its zip and extracts it.
+        let hint = BundledApp.kind(of: opened.filesystem.tree).map {
+            "\(opened.path) is a \($0.rawValue) app: start it with 'pyzfs run \(opened.path)' (a mount alone does not run its bootstrap)"
+        }
 
         if foreground {
             log.info("\(summary)")
+            if let hint { log.info("\(hint)") }
             let status = "READY=1\nSTATUS=\(summary)"
             Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
             let rc = server.run(onReady: { SystemdNotify.send(status) })
             SystemdNotify.send("STOPPING=1")
             exit(rc == 0 ? 0 : Exit.software)
         }
-        daemonize(server: server, summary: summary, logFD: logFD, archiveFD: opened.file.fd, mountpoint: target)
+        daemonize(server: server, summary: summary, hint: hint, logFD: logFD, archiveFD: opened.file.fd, mountpoint: target)
     }
 
     /// Forks the server into the background; this process exits 0 once the kernel's INIT has been
-    /// answered (the mount is usable), or reports the server's death and cleans up.
-    private func daemonize(server: Server, summary: String, logFD: Int32, archiveFD: Int32, mountpoint: String) -> Never {
+    /// answered (the mount is usable), after logging `hint`; or reports the server's death and cleans up.
+    private func daemonize(server: Server, summary: String, hint: String?, logFD: Int32, archiveFD: Int32, mountpoint: String) -> Never {
         var fds: [Int32] = [-1, -1]
         guard makePipe(&fds) else {
             fail(Failure(Exit.software, "cannot create a pipe: \(errnoText(errno))"), mountpoint: mountpoint)
@@ -173,7 +178,10 @@ struct Mounter {
             _exit(rc == 0 ? 0 : 1)
         }
         close(fds[1])
-        if waitForReady(fds[0]) { _exit(0) }
+        if waitForReady(fds[0]) {
+            if let hint { log.info("\(hint)") }
+            _exit(0)
+        }
         var status: Int32 = 0
         waitpid(pid, &status, 0)
         fail(Failure(Exit.software, "the server exited before the mount was ready (wait status \(status)); run pyzfs mount -f -d to see why"),
@@ -248,9 +256,7 @@ func isDeadMount(_ path: String) -> Bool {
 /// Why no FUSE mount can be attempted here at all (nil: one can be).
 func fuseUnavailable() -> MountRefusal? {
     if access("/dev/fuse", F_OK) != 0 { return .noDevice }
-    if getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 && access("/bin/fusermount3", X_OK) != 0 {
-        return .noFusermount
-    }
+    if getuid() != 0 && Fusermount.path() == nil { return .noFusermount }
     return nil
 }
 
@@ -268,7 +274,7 @@ func checkFUSE() throws(Failure) {
     case .noDevice?:
         throw Failure(Exit.noFUSE, "FUSE is not available: /dev/fuse does not exist; load the kernel module (modprobe fuse), or in a container add --device /dev/fuse --cap-add SYS_ADMIN")
     case .noFusermount?:
-        throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is not installed; install it (apt-get install fuse3) or mount as root")
+        throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is neither in /usr/bin nor on PATH; install it (apt-get install fuse3) or mount as root")
     default:
         return
     }

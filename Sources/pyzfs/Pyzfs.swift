@@ -1,4 +1,5 @@
 import ArgumentParser
+import PyzfsCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,7 +21,7 @@ struct Pyzfs: ParsableCommand {
     /// Parses and runs; a `Failure` prints one line and exits with its code.
     static func runMain() -> Never {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(separatingJoinedOptions(Array(CommandLine.arguments.dropFirst())))
             try command.run()
             Glibc.exit(0)
         } catch let failure as Failure {
@@ -29,5 +30,16 @@ struct Pyzfs: ParsableCommand {
         } catch {
             exit(withError: error)
         }
+    }
+
+    /// `-oOPTIONS` as `-o OPTIONS` for mount (named, or the default) and for run, before its archive.
+    static func separatingJoinedOptions(_ arguments: [String]) -> [String] {
+        guard let first = arguments.first else { return arguments }
+        if first == RunCommand.configuration.commandName {
+            return [first] + MountOptions.separatingJoined(Array(arguments.dropFirst()), valueOptions: RunCommand.valueOptions, untilOperand: true)
+        }
+        let named = configuration.subcommands.contains { $0.configuration.commandName == first || $0.configuration.aliases.contains(first) }
+        guard !named || first == MountCommand.configuration.commandName else { return arguments }
+        return MountOptions.separatingJoined(arguments, valueOptions: ["-o"], untilOperand: false)
     }
 }

@@ -14,6 +14,12 @@ struct RunCommand: ParsableCommand {
         exactly (a death by signal as that signal). The mount lives as long as the app and every \
         process it started (subprocesses and daemons included), then goes, with its directory.
 
+        As with python3 ARCHIVE ARGS, pyzfs's own options come before ARCHIVE and everything \
+        after it goes to the app unchanged, words that look like pyzfs options (-o, --help) \
+        included: 'pyzfs run app.pyz --port 1'. One -- right after ARCHIVE is dropped, so \
+        'pyzfs run app.pyz -- --port 1' means the same, and 'pyzfs run app.pyz -- -- x' gives \
+        the app '-- x'.
+
         By default the mount is made in a private mount namespace (as root, or in a user \
         namespace), invisible to other processes and gone when the last process of the app \
         exits; its mounts are private, so nothing propagates to the host even where / is \
@@ -36,11 +42,9 @@ struct RunCommand: ParsableCommand {
         Exit codes: the app's own; 125 pyzfs failed (one line on stderr says why); 126 the \
         interpreter cannot be executed; 127 no interpreter found.
 
-        Example: ENTRYPOINT ["pyzfs", "run", "/app/app.pyz", "--"]
+        Example: ENTRYPOINT ["pyzfs", "run", "/app/app.pyz", "--"] (the -- keeps a first \
+        -- of docker run's arguments for the app).
         """)
-
-    @Argument(help: "The zipapp to run.")
-    var archive: String
 
     @Option(help: ArgumentHelp("The interpreter to run the app with (default: the archive's #! line).", valueName: "path"))
     var python: String?
@@ -54,8 +58,15 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, as for pyzfs mount.", valueName: "options"))
     var options: [String] = []
 
-    @Argument(parsing: .postTerminator, help: "Arguments for the app, after --.")
+    @Argument(help: "The zipapp to run (pyzfs's options go before it).")
+    var archive: String
+
+    // Everything after ARCHIVE, options included, as python3 ARCHIVE ARGS passes them.
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Arguments for the app: everything after ARCHIVE, unchanged (one -- right after ARCHIVE is dropped).", valueName: "args"))
     var arguments: [String] = []
+
+    /// The options that take the next word as their value.
+    static let valueOptions: Set<String> = ["--python", "--fallback", "-o"]
 
     func run() throws {
         let fallbackMode = fallback ?? readEnvironment("PYZFS_FALLBACK") ?? "none"
@@ -63,7 +74,8 @@ struct RunCommand: ParsableCommand {
             throw Failure(Exit.runFailed, "unknown --fallback '\(fallbackMode)': use extract or none")
         }
         let launcher = Launcher(archive: archive, python: python, useNamespace: !noNamespace,
-                                fallbackToExtract: fallbackMode == "extract", optionGroups: options, arguments: arguments)
+                                fallbackToExtract: fallbackMode == "extract", optionGroups: options,
+                                arguments: arguments.first == "--" ? Array(arguments.dropFirst()) : arguments)
         launcher.launch()
     }
 }

@@ -112,4 +112,38 @@ struct CLITests {
         #expect(u.stderr.contains("cleared the dead mount"))
         #expect(!isMountPoint(mnt))
     }
+
+    @Test("-o with its value attached (-oallow_other,uid=N), as sshfs and fuse-zip take it: pyzfs mount and the default form",
+          .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+    func joinedOptionValue() throws {
+        let archive = Fixtures.shared.archive("zipapp")
+        for (argv, owner) in [(["mount", "-ouid=4242", archive], 4242), ([archive, "-oallow_other,uid=4243"], 4243)] {
+            let mnt = makeTemporaryDirectory("mnt")
+            defer { unmountAndRemove(mnt) }
+            // The mount point goes last, so that -o comes before and after an operand.
+            let r = run([pyzfs] + argv + [mnt])
+            #expect(r.status == 0, "\(argv): \(r)")
+            let attributes = try? FileManager.default.attributesOfItem(atPath: mnt)
+            #expect((attributes?[.ownerAccountID] as? NSNumber)?.intValue == owner, "\(argv): \(attributes ?? [:])")
+        }
+    }
+
+    @Test("unmount through a symlink to the mount point, absolute or relative",
+          .enabled(if: TestEnvironment.canMount, Comment(rawValue: TestEnvironment.mountUnavailableReason ?? "")))
+    func unmountThroughSymlink() throws {
+        let archive = Fixtures.shared.archive("zipapp")
+        let links = makeTemporaryDirectory("links")
+        defer { removeTree(links) }
+        for relative in [false, true] {
+            let mnt = makeTemporaryDirectory("mnt")
+            defer { unmountAndRemove(mnt) }
+            #expect(run([pyzfs, "mount", archive, mnt]).status == 0)
+            let link = links + "/link-\(relative)"
+            let target = relative ? "../" + (mnt as NSString).lastPathComponent : mnt
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+            let u = run([pyzfs, "unmount", link])
+            #expect(u.status == 0, "\(target): \(u)")
+            #expect(!isMountPoint(mnt), "\(mnt) is still mounted")
+        }
+    }
 }

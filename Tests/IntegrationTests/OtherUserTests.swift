@@ -165,4 +165,41 @@ struct OtherUserTests {
         #expect(r.status == 0, "\(r)")
         #expect(r.stdout == (readOnly ? "1\n" : "0\n"), "\(r)")
     }
+
+    @Test("a user's mount and unmount use the fusermount3 found on PATH when /usr/bin has none (NixOS: /run/wrappers/bin)",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/fusermount3"),
+                   "needs root (a private namespace that hides /usr/bin/fusermount3) and fusermount3 to copy"))
+    func fusermountOnPath() throws {
+        let dir = makeTemporaryDirectory("fusermount")
+        defer { removeTree(dir) }
+        chmod(dir, 0o755)
+        let fm = FileManager.default
+        for d in ["bin", "real", "mnt"] { try fm.createDirectory(atPath: dir + "/" + d, withIntermediateDirectories: false) }
+        chown(dir + "/mnt", 65534, 65534)
+        // The setuid copy, and before it on PATH a wrapper that records its arguments.
+        try fm.copyItem(atPath: "/usr/bin/fusermount3", toPath: dir + "/real/fusermount3")
+        chmod(dir + "/real/fusermount3", 0o4755)
+        try "#!/bin/sh\necho \"$*\" >> \(dir)/calls\nexec \(dir)/real/fusermount3 \"$@\"\n".write(toFile: dir + "/bin/fusermount3", atomically: false, encoding: .utf8)
+        chmod(dir + "/bin/fusermount3", 0o755)
+        _ = fm.createFile(atPath: dir + "/calls", contents: nil, attributes: [.posixPermissions: 0o666])
+        try fm.copyItem(atPath: Fixtures.shared.archive("zipapp"), toPath: dir + "/app.pyz")
+        chmod(dir + "/app.pyz", 0o644)
+        // A /dev/fuse that user may open (libfuse tries mount(2) first and then fusermount3; it does
+        // not fall back when /dev/fuse cannot be opened), and no fusermount3 in /usr/bin.
+        #expect(run(["mknod", "-m", "0666", dir + "/fuse", "c", "10", "229"]).status == 0)
+        let user = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        let script = """
+        mount --bind \(dir)/fuse /dev/fuse && mount --bind /dev/null /usr/bin/fusermount3 || exit 90
+        export PATH=\(dir)/bin:/usr/bin:/bin
+        \(user) \(TestEnvironment.binary) mount \(dir)/app.pyz \(dir)/mnt; echo "mount $?"
+        grep -c " \(dir)/mnt fuse.pyzfs .*user_id=65534" /proc/self/mounts
+        \(user) \(TestEnvironment.binary) unmount \(dir)/mnt; echo "unmount $?"
+        grep -c " \(dir)/mnt " /proc/self/mounts
+        """
+        // A PID namespace: whatever happens, its server dies with the script, and the mount with it.
+        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script], timeout: 60)
+        #expect(r.stdout == "mount 0\n1\nunmount 0\n0\n", "\(r)")
+        let calls = (try? String(contentsOfFile: dir + "/calls", encoding: .utf8)) ?? ""
+        #expect(calls.contains("-- \(dir)/mnt\n") && calls.contains("-u \(dir)/mnt\n"), "fusermount3 on PATH ran: \(calls)")
+    }
 }

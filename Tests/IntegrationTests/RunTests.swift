@@ -41,6 +41,26 @@ struct RunTests {
         #expect(eventually { !FileManager.default.fileExists(atPath: mount) }, "\(mount) was left behind")
     }
 
+    @Test("everything after the archive reaches the app unchanged, as with python3 ARCHIVE; one -- after it is dropped; -oOPTIONS before it")
+    func argumentsAfterTheArchive() throws {
+        let app = Fixtures.shared.archive("argvapp")
+        let cases: [(pyzfs: [String], app: [String], readonly: Bool)] = [
+            ([app, "--port", "1", "-o", "x", "--help"], ["--port", "1", "-o", "x", "--help"], true),
+            ([app, "--", "--port", "1"], ["--port", "1"], true),
+            ([app, "--", "--", "x"], ["--", "x"], true),
+            ([app, "x", "--"], ["x", "--"], true),
+            (["-opycache=memory", app, "-ofoo"], ["-ofoo"], false),
+            (["--python", TestEnvironment.python, "-o", "pycache=memory", app, "--python", "y"], ["--python", "y"], false),
+        ]
+        for (argv, expected, readonly) in cases {
+            let r = run([pyzfs, "run"] + argv)
+            #expect(r.status == 0, "\(argv): \(r)")
+            let printed = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            #expect(printed?["argv"] as? [String] == expected, "\(argv): \(r)")
+            #expect(printed?["readonly"] as? Bool == readonly, "\(argv): the -o options did not apply: \(r)")
+        }
+    }
+
     @Test("the app's exit status, exactly", arguments: [0, 1, 7, 255])
     func exitStatus(code: Int) {
         #expect(run([pyzfs, "run", app, "--", "exit", "\(code)"]).status == Int32(code))

@@ -139,6 +139,23 @@ struct ShivPexTests {
         #expect(!mounted.result.stdout.isEmpty, "\(mounted.result)")
     }
 
+    @Test("pyzfs mount of a shiv or pex says that pyzfs run starts it; of a plain zipapp, nothing",
+          arguments: ["entry.shiv", "entry.pex", "zipapp"])
+    func mountHint(name: String) async throws {
+        let archive = name == "zipapp" ? Fixtures.shared.archive("zipapp") : try await ShivPexApps.archive(name)
+        let mnt = makeTemporaryDirectory("mnt")
+        defer { unmountAndRemove(mnt) }
+        let r = run([pyzfs, "mount", archive, mnt])
+        #expect(r.status == 0, "\(r)")
+        let hints = r.stderr.split(separator: "\n").filter { $0.contains("pyzfs run") }
+        if name == "zipapp" {
+            #expect(hints.isEmpty, "\(r)")
+        } else {
+            let kind = name.hasSuffix(".shiv") ? "shiv" : "pex"
+            #expect(hints == ["pyzfs: \(archive) is a \(kind) app: start it with 'pyzfs run \(archive)' (a mount alone does not run its bootstrap)"], "\(r)")
+        }
+    }
+
     @Test("malformed metadata, missing scripts and unloadable dependencies: exit 125 and one line, no mount left")
     func refusals() throws {
         let directory = makeTemporaryDirectory("refusals")

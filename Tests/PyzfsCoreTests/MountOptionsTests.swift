@@ -3,6 +3,14 @@ import Testing
 
 @Suite("Mount options")
 struct MountOptionsTests {
+    @Test("-oOPTIONS becomes -o OPTIONS; values, words after --, and with untilOperand words from the first operand on, stay")
+    func joinedOptionsSeparated() {
+        let mount = MountOptions.separatingJoined(["a.pyz", "-oro,uid=1", "d", "-o", "-ox", "-oy", "--", "-oz"], valueOptions: ["-o"], untilOperand: false)
+        #expect(mount == ["a.pyz", "-o", "ro,uid=1", "d", "-o", "-ox", "-o", "y", "--", "-oz"])
+        let run = MountOptions.separatingJoined(["--python", "-ofake", "-ouid=1", "app.pyz", "-oarg"], valueOptions: ["--python", "-o"], untilOperand: true)
+        #expect(run == ["--python", "-ofake", "-o", "uid=1", "app.pyz", "-oarg"])
+    }
+
     @Test func ownOptionsAreTyped() throws {
         let o = try MountOptions.parse(["cache_size=256M,uid=1000,gid=100", "umask=022,log=/tmp/x.log,symlinks=all"])
         #expect(o.cacheSize == 256 << 20)
