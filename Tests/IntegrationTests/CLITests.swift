@@ -102,9 +102,7 @@ struct CLITests {
             .first { $0.contains(mnt) }.flatMap { $0.split(separator: "\"pid\":").last?.split(separator: ",").first }.map(String.init) ?? "") ?? 0
         #expect(pid > 0)
         kill(pid, SIGKILL)
-        var dead = false
-        for _ in 0..<100 where !dead { dead = kill(pid, 0) != 0 && run(["ls", mnt]).stderr.contains("Transport endpoint is not connected"); if !dead { usleep(20_000) } }
-        #expect(dead)
+        #expect(eventually(timeout: 60) { kill(pid, 0) != 0 && run(["ls", mnt]).stderr.contains("Transport endpoint is not connected") })
         #expect(run([pyzfs, "list"]).stdout.contains("dead: pyzfs unmount \(mnt)"))
         refused(["mount", archive, mnt], code: 75, says: "is a dead mount")
         let u = run([pyzfs, "unmount", mnt])
