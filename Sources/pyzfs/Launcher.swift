@@ -254,9 +254,13 @@ struct Launcher {
 
     // MARK: helpers
 
-    /// Leaves the caller's terminal, session and descriptors; logs to syslog or -o log=FILE.
+    /// Leaves the caller's terminal, session and descriptors; logs to syslog or -o log=FILE, and
+    /// its warnings to the caller's stderr too, which the server holds no longer than the app's
+    /// mount lives (containers rarely have syslog).
     private func detach(keeping: Set<Int32>, options: MountOptions) {
-        detachFromCaller(keeping: keeping, logFD: openLogFile(options))
+        let callerError = fcntl(2, F_DUPFD_CLOEXEC, 3)
+        detachFromCaller(keeping: keeping.union([callerError]), logFD: openLogFile(options))
+        if callerError >= 0 { LogSink.shared.copyWarnings(to: callerError) }
     }
 
     /// A new directory for the mount point in the first usable scratch place.

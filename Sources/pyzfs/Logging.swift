@@ -17,6 +17,9 @@ final class LogSink: @unchecked Sendable {
     static let shared = LogSink()
     private let lock = ConditionLock()
     private var destination = LogDestination.standardError
+    /// Where warnings and errors also go, as on a terminal (the caller's stderr for a server of
+    /// `pyzfs run`: what `docker logs` and journald capture); -1 for nowhere.
+    private var warningsAlso: Int32 = -1
     private(set) var level = Logger.Level.info
 
     func set(_ d: LogDestination) {
@@ -28,8 +31,13 @@ final class LogSink: @unchecked Sendable {
 
     func setLevel(_ l: Logger.Level) { lock.withLock { level = l } }
 
+    func copyWarnings(to fd: Int32) { lock.withLock { warningsAlso = fd } }
+
     func write(level: Logger.Level, _ message: String) {
         lock.withLock {
+            if warningsAlso >= 0 && level >= .warning {
+                writeAll(warningsAlso, "pyzfs: \(level): \(message)\n")
+            }
             switch destination {
             case .standardError:
                 writeAll(2, "pyzfs: \(level == .info || level == .notice ? "" : "\(level): ")\(message)\n")

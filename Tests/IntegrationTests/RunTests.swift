@@ -287,6 +287,28 @@ struct RunTests {
         #expect(r.stderr.contains("$XDG_CACHE_HOME is not writable") && r.stderr.contains("using \(runtime)/pyzfs"), "\(r)")
     }
 
+    @Test("the server's warnings reach the caller's stderr, where docker logs and journald look", arguments: [false, true])
+    func serverWarningsOnStderr(noNamespace: Bool) throws {
+        let dir = makeTemporaryDirectory("warnings")
+        defer { removeTree(dir) }
+        let archive = dir + "/app.pyz"
+        // bad.txt's stored bytes changed after its CRC was written: the server logs the failure.
+        let made = run(["python3", "-c", """
+            import sys, zipfile
+            with zipfile.ZipFile(sys.argv[1], "w") as z:
+                z.writestr("__main__.py", "import os\\ntry:\\n    open(os.path.dirname(__file__) + '/bad.txt').read()\\nexcept OSError as e:\\n    print('app saw', e.strerror)\\n")
+                z.writestr("bad.txt", "x" * 1000)
+            data = bytearray(open(sys.argv[1], "rb").read())
+            i = data.index(b"x" * 1000)
+            data[i] = ord("y")
+            open(sys.argv[1], "wb").write(data)
+            """, archive])
+        try #require(made.status == 0, "\(made)")
+        let r = run([pyzfs, "run"] + (noNamespace ? ["--no-namespace"] : []) + [archive])
+        #expect(r.status == 0 && r.stdout.contains("app saw Input/output error"), "\(r)")
+        #expect(r.stderr.contains("pyzfs: error: cannot read bad.txt: "), "\(r)")
+    }
+
     @Test("a read-only /tmp (docker run --read-only): TMPDIR, then XDG_RUNTIME_DIR; without either one line that says so",
           .enabled(if: getuid() == 0, "needs root for a read-only bind mount"), arguments: [false, true])
     func readOnlyTmp(noNamespace: Bool) throws {
