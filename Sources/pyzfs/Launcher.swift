@@ -59,14 +59,33 @@ struct Launcher {
             StartCheck.warn(check?(), opened: opened)
             try runExtracted(opened, layout: layout)
         }
-        throw Failure(Exit.runFailed, "cannot mount \(opened.path): \(reason.explanation); \(reason.fix), or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
+        throw Failure(Exit.runFailed, refusalMessage(opened, reason))
+    }
+
+    private func refusalMessage(_ opened: OpenedArchive, _ reason: MountRefusal, after: String = "") -> String {
+        "cannot mount \(opened.path)\(after): \(reason.explanation); \(reason.fix)"
+            + (fallbackToExtract ? "" : ", or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
     }
 
     // MARK: namespace mode
 
     private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                    check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
+        // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
+        let request: KernelMount.Request
+        do {
+            request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
+        } catch { throw MountRefusal(error) }
         let mountpoint = try makeMountDirectory()
+        // Where something would fall back, tried in a throwaway child first: a refusal then
+        // leaves this process in the caller's namespaces, where the plain mount through
+        // fusermount3 and the extract fallback belong. (As root without --fallback=extract
+        // nothing would: the trial's millisecond is saved.)
+        let trial = fallbackToExtract || geteuid() != 0
+        if trial, let refusal = probeNamespaceMount(request, on: mountpoint) {
+            rmdir(mountpoint)
+            throw refusal
+        }
         var channel: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0,
@@ -81,6 +100,7 @@ struct Launcher {
         let first = fork()
         if first < 0 {
             close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
+            rmdir(mountpoint)
             throw .failed("cannot fork: \(errnoText(errno))")
         }
         if first == 0 {
@@ -95,50 +115,90 @@ struct Launcher {
         }
         close(channel[1])
         close(ready[1])
-        func abandon(_ r: MountRefusal) -> MountRefusal {
+        func abandon() {
             close(channel[0])  // the server sees end-of-file and exits
             close(ready[0])
+            _ = umount2(mountpoint, Int32(MNT_DETACH))
             rmdir(mountpoint)
-            return r
         }
-
-        let root = geteuid() == 0
-        let uid = getuid(), gid = getgid()
-        if pyzfs_unshare_mount_namespace(root ? 0 : 1) != 0 {
-            throw abandon(.namespaceDenied(errno))
+        // A refused unshare(2) changes nothing: the caller's namespace may still take a mount.
+        do { try Self.unshareNamespace() } catch { abandon(); throw error }
+        // Now in the new namespace: a failure cannot fall back.
+        func fatal(_ r: MountRefusal) -> Never {
+            abandon()
+            writeAll(2, "pyzfs: \(refusalMessage(opened, r, after: " in a private namespace\(trial ? " (a trial just worked)" : "")"))\n")
+            _exit(Exit.runFailed)
         }
-        if !root {
-            // Map this user to itself in the new user namespace.
-            _ = writeFile("/proc/self/setgroups", "deny")
-            guard writeFile("/proc/self/uid_map", "\(uid) \(uid) 1\n"), writeFile("/proc/self/gid_map", "\(gid) \(gid) 1\n") else {
-                throw abandon(.namespaceDenied(EPERM))
-            }
-        }
-        // On systemd hosts / is shared: without this the mount would propagate to the host.
-        if pyzfs_make_mounts_private() != 0 { throw abandon(.namespaceDenied(errno)) }
         let fd: Int32
-        do {
-            // The libfuse options pyzfs mount would use, made into mount(2)'s arguments; the
-            // kernel's owner is who mounts (uid= and gid= are the files' owner, in the tree).
-            let request = try KernelMount.request(source: opened.path,
-                                                  options: opened.serverConfiguration(options).libfuseOptions)
-            fd = try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid)
-        } catch {
-            throw abandon(MountRefusal(error))
-        }
+        do { fd = try Self.mountInNamespace(request, on: mountpoint) } catch { fatal(error) }
         let sent = pyzfs_send_descriptor(channel[0], fd) == 0
         close(fd)
+        guard sent, waitForReady(ready[0]) else { fatal(.failed("the server exited before the mount was ready")) }
         close(channel[0])
-        guard sent, waitForReady(ready[0]) else {
-            close(ready[0])
-            throw .failed("the server exited before the mount was ready")
-        }
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
         // As PID 1 this process's exit kills the server before the namespace's end reaches it:
         // the mount is detached here and its directory removed, nothing waits for the server.
         let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); rmdir(mountpoint) }, server: nil)
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
+    }
+
+    /// Enters a new mount namespace, in a new user namespace unless root.
+    /// - Throws: `.namespaceDenied` when unshare(2) refuses; this process is then unchanged.
+    private static func unshareNamespace() throws(MountRefusal) {
+        if pyzfs_unshare_mount_namespace(geteuid() == 0 ? 0 : 1) != 0 { throw .namespaceDenied(errno) }
+    }
+
+    /// In the namespace `unshareNamespace` made: maps this user to itself, makes the mounts
+    /// private and mounts /dev/fuse as `request` says. The kernel's owner is who mounts
+    /// (`uid=`/`gid=` are the files' owner, in the tree).
+    /// - Returns: the /dev/fuse descriptor.
+    private static func mountInNamespace(_ request: KernelMount.Request, on mountpoint: String) throws(MountRefusal) -> Int32 {
+        let uid = getuid(), gid = getgid()
+        if geteuid() != 0 {
+            _ = writeFile("/proc/self/setgroups", "deny")
+            guard writeFile("/proc/self/uid_map", "\(uid) \(uid) 1\n"), writeFile("/proc/self/gid_map", "\(gid) \(gid) 1\n") else {
+                throw .namespaceDenied(EPERM)
+            }
+        }
+        // On systemd hosts / is shared: without this the mount would propagate to the host.
+        if pyzfs_make_mounts_private() != 0 { throw .namespaceDenied(errno) }
+        do { return try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid) } catch { throw MountRefusal(error) }
+    }
+
+    /// `unshareNamespace` and `mountInNamespace` in a child that then exits, its mount going
+    /// with its namespace.
+    /// - Returns: nil when it worked, else why not.
+    private func probeNamespaceMount(_ request: KernelMount.Request, on mountpoint: String) -> MountRefusal? {
+        var answer: [Int32] = [-1, -1]
+        guard makePipe(&answer) else { return .failed("cannot create a pipe: \(errnoText(errno))") }
+        let child = fork()
+        if child == 0 {
+            close(answer[0])
+            var result = "ok"
+            do {
+                try Self.unshareNamespace()
+                close(try Self.mountInNamespace(request, on: mountpoint))
+            } catch { result = error.encoded }
+            writeAll(answer[1], result)
+            _exit(0)
+        }
+        close(answer[1])
+        defer { close(answer[0]) }
+        if child < 0 { return .failed("cannot fork: \(errnoText(errno))") }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 512)
+        while true {
+            let n = Glibc.read(answer[0], &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        let text = String(decoding: bytes, as: UTF8.self)
+        if text == "ok" { return nil }
+        return MountRefusal(encoded: text) ?? .failed("the trial of a private namespace ended without an answer (wait status \(status))")
     }
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
@@ -322,6 +382,31 @@ enum MountRefusal: Error, Equatable {
             self = .noDevice
         } else {
             self = .failed(text)
+        }
+    }
+
+    /// One line for the namespace trial's pipe.
+    var encoded: String {
+        switch self {
+        case .noDevice: return "noDevice 0"
+        case let .deviceDenied(e): return "deviceDenied \(e)"
+        case let .mountDenied(e): return "mountDenied \(e)"
+        case let .namespaceDenied(e): return "namespaceDenied \(e)"
+        case .noFusermount, .noScratch, .failed: return "failed \(explanation)"
+        }
+    }
+
+    init?(encoded: String) {
+        let parts = encoded.split(separator: " ", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        let e = Int32(parts[1]) ?? 0
+        switch parts[0] {
+        case "noDevice": self = .noDevice
+        case "deviceDenied": self = .deviceDenied(e)
+        case "mountDenied": self = .mountDenied(e)
+        case "namespaceDenied": self = .namespaceDenied(e)
+        case "failed": self = .failed(parts[1])
+        default: return nil
         }
     }
 

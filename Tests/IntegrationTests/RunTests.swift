@@ -264,6 +264,20 @@ struct RunTests {
         #expect(clean.stdout.contains("removed 1 cached app"), "\(clean)")
     }
 
+    @Test("a refused namespace mount leaves the fallback in the caller's namespaces",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse in a private mount namespace"))
+    func fallbackInCallersNamespace() throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        // The caller (the shell in the private namespace without /dev/fuse) says where it is.
+        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && echo ns $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/user) && exec \"$@\"",
+                     "sh", pyzfs, "run", "--fallback=extract", app, "--", "ns"], environment: ["XDG_CACHE_HOME": cache])
+        let lines = r.stdout.split(separator: "\n").filter { $0.hasPrefix("ns ") }
+        #expect(r.status == 0 && lines.count == 2, "\(r)")
+        #expect(lines.first == lines.last, "the app ran in other namespaces than its caller: \(lines)")
+    }
+
     @Test("two first starts at once extract once, both run", .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"))
     func concurrentFirstStarts() throws {
         let cache = makeTemporaryDirectory("cache")
