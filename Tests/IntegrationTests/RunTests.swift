@@ -278,6 +278,28 @@ struct RunTests {
         #expect(lines.first == lines.last, "the app ran in other namespaces than its caller: \(lines)")
     }
 
+    @Test("the restricted Pod of docs/deployment.md: read-only root, no FUSE, a non-root user, an emptyDir cache",
+          .enabled(if: getuid() == 0, "needs root for a private mount namespace"))
+    func restrictedPod() throws {
+        let dir = makeTemporaryDirectory("pod")
+        defer { removeTree(dir) }
+        chmod(dir, 0o755)
+        try FileManager.default.copyItem(atPath: app, toPath: dir + "/app.pyz")
+        chmod(dir + "/app.pyz", 0o644)
+        try FileManager.default.createDirectory(atPath: dir + "/cache", withIntermediateDirectories: false)
+        let script = """
+        mount -t tmpfs -o mode=0777 none "$1/cache" && mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 \\
+          && mount -o remount,bind,ro / && mount --rbind /tmp /tmp && mount -o remount,bind,ro /tmp || exit 90
+        for start in first second; do
+          setpriv --reuid=10001 --regid=10001 --clear-groups env XDG_CACHE_HOME="$1/cache" HOME=/nonexistent \\
+            "$2" run --fallback=extract "$1/app.pyz" -- print $start; echo "status $?"
+        done
+        """
+        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script, "sh", dir, pyzfs], timeout: 120)
+        #expect(r.stdout.components(separatedBy: "status 0").count == 3, "\(r)")
+        #expect(r.stdout.contains("args ['first']") && r.stdout.contains("args ['second']") && r.stdout.contains("mount \(dir)/cache/pyzfs/"), "\(r)")
+    }
+
     @Test("two first starts at once extract once, both run", .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"))
     func concurrentFirstStarts() throws {
         let cache = makeTemporaryDirectory("cache")
