@@ -15,6 +15,8 @@ public enum KernelMount {
         case deviceDenied(Int32)
         /// mount(2) refused (no CAP_SYS_ADMIN, seccomp, AppArmor, a user namespace without FUSE).
         case mountDenied(Int32)
+        /// An option mount(2) cannot express (it needs a block device).
+        case unsupportedOption(String)
         /// Another error.
         case failed(String)
     }
@@ -50,8 +52,8 @@ public enum KernelMount {
     static let sessionWords: Set<String> = ["allow_root", "auto_unmount", "max_threads", "max_idle_threads"]
 
     /// Translates libfuse `-o` words (backslash-escaped commas, as libfuse reads them).
-    /// - Throws: `.failed` for an option that needs a block device (`blkdev`, `blksize=`) or
-    ///   that libfuse would not accept either.
+    /// - Throws: `.unsupportedOption` for an option that needs a block device (`blkdev`,
+    ///   `blksize=`) or that libfuse would not accept either.
     public static func request(source: String, options: [String]) throws(Refusal) -> Request {
         var r = Request(source: source)
         for option in options {
@@ -71,7 +73,7 @@ public enum KernelMount {
             } else if sessionWords.contains(key) {
                 continue
             } else {
-                throw .failed("the option '\(option)' is not supported by a mount in a private namespace; use --no-namespace")
+                throw .unsupportedOption(option)
             }
         }
         return r

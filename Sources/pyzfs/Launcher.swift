@@ -359,6 +359,8 @@ enum MountRefusal: Error, Equatable {
     case mountDenied(Int32)
     case namespaceDenied(Int32)
     case noFusermount
+    /// A `-o` option a mount(2) in the namespace cannot express.
+    case unsupportedOption(String)
     /// No scratch place could take the mount directory (the places tried).
     case noScratch([String])
     case failed(String)
@@ -368,6 +370,7 @@ enum MountRefusal: Error, Equatable {
         case .noDevice: self = .noDevice
         case let .deviceDenied(e): self = .deviceDenied(e)
         case let .mountDenied(e): self = .mountDenied(e)
+        case let .unsupportedOption(o): self = .unsupportedOption(o)
         case let .failed(s): self = .failed(s)
         }
     }
@@ -392,7 +395,7 @@ enum MountRefusal: Error, Equatable {
         case let .deviceDenied(e): return "deviceDenied \(e)"
         case let .mountDenied(e): return "mountDenied \(e)"
         case let .namespaceDenied(e): return "namespaceDenied \(e)"
-        case .noFusermount, .noScratch, .failed: return "failed \(explanation)"
+        case .noFusermount, .unsupportedOption, .noScratch, .failed: return "failed \(explanation)"
         }
     }
 
@@ -419,7 +422,8 @@ enum MountRefusal: Error, Equatable {
         case let .deviceDenied(e): return "/dev/fuse cannot be opened (\(errnoText(e)))"
         case let .mountDenied(e): return "mount(2) was refused (\(errnoText(e))): no CAP_SYS_ADMIN, or a seccomp or AppArmor profile forbids it"
         case let .namespaceDenied(e): return "no private mount namespace could be made (\(errnoText(e)))"
-        case .noFusermount: return "this user may not mount and fusermount3 is not installed"
+        case .noFusermount: return "this user may not mount and there is no fusermount3 (in /usr/bin or on PATH)"
+        case let .unsupportedOption(o): return "-o \(o) needs a block device, which a mount in a private namespace cannot have"
         case let .noScratch(places): return "no writable directory for the mount point (tried \(places.joined(separator: ", ")))"
         case let .failed(s): return s
         }
@@ -432,6 +436,7 @@ enum MountRefusal: Error, Equatable {
         case .mountDenied: return "in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)"
         case .namespaceDenied: return "run as root, or allow unprivileged user namespaces"
         case .noFusermount: return "install fuse3 (fusermount3) or run as root"
+        case .unsupportedOption: return "leave it out, or run with --no-namespace"
         case .noScratch: return "set TMPDIR to a writable directory (in a container: --tmpfs /tmp)"
         case .failed: return "the server's log may say more (syslog, or -o log=FILE)"
         }

@@ -229,6 +229,9 @@ struct RunTests {
         #expect(noArchive.status == 125 && noArchive.stderr.contains("cannot open archive /nonexistent.pyz"), "\(noArchive)")
         let badFallback = run([pyzfs, "run", "--fallback", "maybe", app])
         #expect(badFallback.status == 125, "\(badFallback)")
+        let blockDevice = run([pyzfs, "run", "-o", "blkdev", app])
+        #expect(blockDevice.status == 125 && blockDevice.stderr.contains("-o blkdev needs a block device")
+                && blockDevice.stderr.contains("--no-namespace"), "\(blockDevice)")
     }
 
     /// Runs `pyzfs run ARGS` in a private mount namespace whose /dev is an empty tmpfs.
