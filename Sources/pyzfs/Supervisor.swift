@@ -74,18 +74,24 @@ enum Supervisor {
         }
     }
 
-    /// Whether this process has a child other than `server` (all of its threads' children,
-    /// from /proc; without /proc, as waitpid says, which counts the server too).
+    /// Whether this process has a child other than `server`: waitpid says whether it has any,
+    /// /proc (all its threads' children) whether one is not the server.
     static func hasChildren(except server: pid_t?) -> Bool {
-        guard let tasks = directoryNames("/proc/self/task") else {
-            var probe: Int32 = 0
-            return !(waitpid(-1, &probe, WNOHANG) == -1 && errno == ECHILD)
-        }
+        if let server, let children = listedChildren() { return children.contains { $0 != server } }
+        var probe: Int32 = 0
+        return !(waitpid(-1, &probe, WNOHANG) == -1 && errno == ECHILD)
+    }
+
+    /// This process's children from /proc/self/task/*/children; nil where the kernel has no such
+    /// file (CONFIG_PROC_CHILDREN) or /proc is not mounted.
+    static func listedChildren() -> [pid_t]? {
+        guard let tasks = directoryNames("/proc/self/task") else { return nil }
+        var children: [pid_t] = []
         for task in tasks {
-            let text = readSmallFile("/proc/self/task/\(task)/children") ?? ""
-            if text.split(whereSeparator: \.isWhitespace).contains(where: { pid_t($0) != server }) { return true }
+            guard let text = readSmallFile("/proc/self/task/\(task)/children") else { return nil }
+            children += text.split(whereSeparator: \.isWhitespace).compactMap { pid_t($0) }
         }
-        return false
+        return children
     }
 
     /// Exits as the app did: its code, or (unless init, which cannot) the same signal.
