@@ -1,4 +1,5 @@
 import CFuse3
+import PyzfsCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,20 +8,6 @@ import Glibc
 /// a private mount namespace) is not the one that serves (outside it), so the mount disappears
 /// with the namespace, and the /dev/fuse descriptor is handed to the server.
 public enum KernelMount {
-    /// Why a mount cannot be made here, classified for the message the user gets.
-    public enum Refusal: Error, Equatable, Sendable {
-        /// /dev/fuse does not exist.
-        case noDevice
-        /// /dev/fuse exists but cannot be opened (permissions, a device cgroup).
-        case deviceDenied(Int32)
-        /// mount(2) refused (no CAP_SYS_ADMIN, seccomp, AppArmor, a user namespace without FUSE).
-        case mountDenied(Int32)
-        /// An option mount(2) cannot express (it needs a block device).
-        case unsupportedOption(String)
-        /// Another error.
-        case failed(String)
-    }
-
     /// What mount(2) is given for a list of libfuse `-o` options: the same words `pyzfs mount`
     /// hands libfuse, translated as libfuse's mount.c does, so every mode makes the same mount.
     public struct Request: Equatable, Sendable {
@@ -54,7 +41,7 @@ public enum KernelMount {
     /// Translates libfuse `-o` words (backslash-escaped commas, as libfuse reads them).
     /// - Throws: `.unsupportedOption` for an option that needs a block device (`blkdev`,
     ///   `blksize=`) or that libfuse would not accept either.
-    public static func request(source: String, options: [String]) throws(Refusal) -> Request {
+    public static func request(source: String, options: [String]) throws(MountFailure) -> Request {
         var r = Request(source: source)
         for option in options {
             let (key, value) = split(option)
@@ -98,16 +85,16 @@ public enum KernelMount {
     /// Opens /dev/fuse and mounts it on `mountpoint` as `request` says, owned by `uid`/`gid`
     /// (the kernel's `user_id`/`group_id`: who mounted, as libfuse sets them).
     /// - Returns: the /dev/fuse descriptor (close-on-exec) that serves the mount.
-    public static func mount(_ request: Request, on mountpoint: String, uid: UInt32, gid: UInt32) throws(Refusal) -> Int32 {
+    public static func mount(_ request: Request, on mountpoint: String, uid: UInt32, gid: UInt32) throws(MountFailure) -> Int32 {
         if access("/dev/fuse", F_OK) != 0 { throw .noDevice }
         let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
-        if fd < 0 { throw .deviceDenied(errno) }
+        if fd < 0 { throw .deviceDenied(errnoText(errno)) }
         let options = (["fd=\(fd)", "rootmode=40000", "user_id=\(uid)", "group_id=\(gid)"] + request.data).joined(separator: ",")
         if Glibc.mount(request.source, mountpoint, request.type, request.flags, options) != 0 {
             let e = errno
             close(fd)
-            if e == EPERM || e == EACCES { throw .mountDenied(e) }
-            throw .failed("mount(2) on \(mountpoint): \(String(cString: strerror(e)))")
+            if e == EPERM || e == EACCES { throw .mountDenied(errnoText(e)) }
+            throw .failed("mount(2) on \(mountpoint): \(errnoText(e))")
         }
         return fd
     }

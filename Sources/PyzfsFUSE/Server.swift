@@ -5,21 +5,6 @@ import PyzfsCore
 import Glibc
 #endif
 
-/// Why a mount could not be made or served.
-public enum MountError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// libfuse refused the options.
-    case badOptions(String)
-    /// The mount system call (or fusermount3) failed; the text is libfuse's reason.
-    case mountFailed(String)
-
-    public var description: String {
-        switch self {
-        case let .badOptions(s): return "libfuse refused the options: \(s)"
-        case let .mountFailed(s): return s
-        }
-    }
-}
-
 /// How the session reads requests.
 public struct ServerConfiguration: Sendable {
     /// libfuse `-o` options (mount options and session options it knows).
@@ -122,7 +107,7 @@ public final class Server {
 
     /// Creates the session (nothing is mounted yet).
     /// - Throws: `.badOptions` when libfuse rejects an option.
-    public init(operations: Operations, mountpoint: String, configuration: ServerConfiguration) throws(MountError) {
+    public init(operations: Operations, mountpoint: String, configuration: ServerConfiguration) throws(MountFailure) {
         LibfuseLog.shared.attach(operations.logger)
         fuse_set_log_func(libfuseLogFunction)
         context = SessionContext(operations: operations, configuration: configuration)
@@ -155,19 +140,19 @@ public final class Server {
     }
 
     /// Mounts. The kernel queues requests until `run` answers its INIT.
-    /// - Throws: `.mountFailed` with libfuse's reason.
-    public func mount() throws(MountError) {
+    /// - Throws: what libfuse's reason says.
+    public func mount() throws(MountFailure) {
         guard fuse_session_mount(session, mountpoint) == 0 else {
-            throw .mountFailed(LibfuseLog.shared.last() ?? "mount failed")
+            throw MountFailure.libfuse(LibfuseLog.shared.last() ?? "mount failed")
         }
         mounted = true
     }
 
     /// Serves a mount another process made, through its /dev/fuse descriptor `fd` (libfuse
     /// takes `/dev/fd/N` as an open connection). The mount ends when its namespace does.
-    public func adopt(descriptor fd: Int32) throws(MountError) {
+    public func adopt(descriptor fd: Int32) throws(MountFailure) {
         guard fuse_session_mount(session, "/dev/fd/\(fd)") == 0 else {
-            throw .mountFailed(LibfuseLog.shared.last() ?? "cannot use the FUSE descriptor")
+            throw .failed(LibfuseLog.shared.last() ?? "cannot use the FUSE descriptor")
         }
         mounted = true
         adopted = true

@@ -43,7 +43,7 @@ struct Launcher {
         let interpreter = layout.interpreter
         let check = StartCheck.begin(interpreter, opened: opened)
 
-        var refusal: MountRefusal? = nil
+        var refusal: MountFailure? = nil
         if useNamespace {
             do { try launchInNamespace(opened, options: options, layout: layout, check: check) } catch let r { refusal = r }
         }
@@ -62,7 +62,7 @@ struct Launcher {
         throw Failure(Exit.runFailed, refusalMessage(opened, reason))
     }
 
-    private func refusalMessage(_ opened: OpenedArchive, _ reason: MountRefusal, after: String = "") -> String {
+    private func refusalMessage(_ opened: OpenedArchive, _ reason: MountFailure, after: String = "") -> String {
         "cannot mount \(opened.path)\(after): \(reason.explanation); \(reason.fix)"
             + (fallbackToExtract ? "" : ", or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
     }
@@ -70,12 +70,9 @@ struct Launcher {
     // MARK: namespace mode
 
     private func launchInNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
-                                   check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
+                                   check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
-        let request: KernelMount.Request
-        do {
-            request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
-        } catch { throw MountRefusal(error) }
+        let request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
         let mountpoint = try makeMountDirectory()
         // Where something would fall back, tried in a throwaway child first: a refusal then
         // leaves this process in the caller's namespaces, where the plain mount through
@@ -124,7 +121,7 @@ struct Launcher {
         // A refused unshare(2) changes nothing: the caller's namespace may still take a mount.
         do { try Self.unshareNamespace() } catch { abandon(); throw error }
         // Now in the new namespace: a failure cannot fall back.
-        func fatal(_ r: MountRefusal) -> Never {
+        func fatal(_ r: MountFailure) -> Never {
             abandon()
             writeAll(2, "pyzfs: \(refusalMessage(opened, r, after: " in a private namespace\(trial ? " (a trial just worked)" : "")"))\n")
             _exit(Exit.runFailed)
@@ -145,31 +142,31 @@ struct Launcher {
 
     /// Enters a new mount namespace, in a new user namespace unless root.
     /// - Throws: `.namespaceDenied` when unshare(2) refuses; this process is then unchanged.
-    private static func unshareNamespace() throws(MountRefusal) {
-        if pyzfs_unshare_mount_namespace(geteuid() == 0 ? 0 : 1) != 0 { throw .namespaceDenied(errno) }
+    private static func unshareNamespace() throws(MountFailure) {
+        if pyzfs_unshare_mount_namespace(geteuid() == 0 ? 0 : 1) != 0 { throw .namespaceDenied(errnoText(errno)) }
     }
 
     /// In the namespace `unshareNamespace` made: maps this user to itself, makes the mounts
     /// private and mounts /dev/fuse as `request` says. The kernel's owner is who mounts
     /// (`uid=`/`gid=` are the files' owner, in the tree).
     /// - Returns: the /dev/fuse descriptor.
-    private static func mountInNamespace(_ request: KernelMount.Request, on mountpoint: String) throws(MountRefusal) -> Int32 {
+    private static func mountInNamespace(_ request: KernelMount.Request, on mountpoint: String) throws(MountFailure) -> Int32 {
         let uid = getuid(), gid = getgid()
         if geteuid() != 0 {
             _ = writeFile("/proc/self/setgroups", "deny")
             guard writeFile("/proc/self/uid_map", "\(uid) \(uid) 1\n"), writeFile("/proc/self/gid_map", "\(gid) \(gid) 1\n") else {
-                throw .namespaceDenied(EPERM)
+                throw .namespaceDenied("cannot map this user into it: \(errnoText(errno))")
             }
         }
         // On systemd hosts / is shared: without this the mount would propagate to the host.
-        if pyzfs_make_mounts_private() != 0 { throw .namespaceDenied(errno) }
-        do { return try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid) } catch { throw MountRefusal(error) }
+        if pyzfs_make_mounts_private() != 0 { throw .namespaceDenied("cannot make its mounts private: \(errnoText(errno))") }
+        return try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid)
     }
 
     /// `unshareNamespace` and `mountInNamespace` in a child that then exits, its mount going
     /// with its namespace.
     /// - Returns: nil when it worked, else why not.
-    private func probeNamespaceMount(_ request: KernelMount.Request, on mountpoint: String) -> MountRefusal? {
+    private func probeNamespaceMount(_ request: KernelMount.Request, on mountpoint: String) -> MountFailure? {
         var answer: [Int32] = [-1, -1]
         guard makePipe(&answer) else { return .failed("cannot create a pipe: \(errnoText(errno))") }
         let child = fork()
@@ -198,7 +195,7 @@ struct Launcher {
         while waitpid(child, &status, 0) < 0 && errno == EINTR {}
         let text = String(decoding: bytes, as: UTF8.self)
         if text == "ok" { return nil }
-        return MountRefusal(encoded: text) ?? .failed("the trial of a private namespace ended without an answer (wait status \(status))")
+        return MountFailure(encoded: text) ?? .failed("the trial of a private namespace ended without an answer (wait status \(status))")
     }
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
@@ -234,7 +231,7 @@ struct Launcher {
     // MARK: the caller's namespace
 
     private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
-                                        check: (() -> InterpreterFacts?)?) throws(MountRefusal) {
+                                        check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         if let refusal = fuseUnavailable() { throw refusal }
         let mountpoint = try makeMountDirectory()
         let server: Server
@@ -246,7 +243,7 @@ struct Launcher {
             try server.mount()
         } catch {
             rmdir(mountpoint)
-            throw MountRefusal(mountError: error)
+            throw error
         }
         var lifetime: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
@@ -324,7 +321,7 @@ struct Launcher {
     }
 
     /// A new directory for the mount point in the first usable scratch place.
-    private func makeMountDirectory() throws(MountRefusal) -> String {
+    private func makeMountDirectory() throws(MountFailure) -> String {
         let places = scratchPlaces()
         for base in places where isWritableDirectory(base) {
             var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
@@ -350,97 +347,6 @@ func scratchPlaces() -> [String] {
 func isWritableDirectory(_ path: String) -> Bool {
     var fs = statvfs()
     return access(path, W_OK | X_OK) == 0 && statvfs(path, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) == 0
-}
-
-/// Why `pyzfs run` could not mount, and what would fix it.
-enum MountRefusal: Error, Equatable {
-    case noDevice
-    case deviceDenied(Int32)
-    case mountDenied(Int32)
-    case namespaceDenied(Int32)
-    case noFusermount
-    /// A `-o` option a mount(2) in the namespace cannot express.
-    case unsupportedOption(String)
-    /// No scratch place could take the mount directory (the places tried).
-    case noScratch([String])
-    case failed(String)
-
-    init(_ r: KernelMount.Refusal) {
-        switch r {
-        case .noDevice: self = .noDevice
-        case let .deviceDenied(e): self = .deviceDenied(e)
-        case let .mountDenied(e): self = .mountDenied(e)
-        case let .unsupportedOption(o): self = .unsupportedOption(o)
-        case let .failed(s): self = .failed(s)
-        }
-    }
-
-    init(mountError: MountError) {
-        let text = "\(mountError)"
-        if mountError.deniesPermission && text.contains("/dev/fuse") {
-            self = .deviceDenied(EACCES)  // libfuse could not open the device: no mount was tried
-        } else if mountError.deniesPermission {
-            self = .mountDenied(EPERM)
-        } else if text.contains("device not found") {
-            self = .noDevice
-        } else {
-            self = .failed(text)
-        }
-    }
-
-    /// One line for the namespace trial's pipe.
-    var encoded: String {
-        switch self {
-        case .noDevice: return "noDevice 0"
-        case let .deviceDenied(e): return "deviceDenied \(e)"
-        case let .mountDenied(e): return "mountDenied \(e)"
-        case let .namespaceDenied(e): return "namespaceDenied \(e)"
-        case .noFusermount, .unsupportedOption, .noScratch, .failed: return "failed \(explanation)"
-        }
-    }
-
-    init?(encoded: String) {
-        let parts = encoded.split(separator: " ", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { return nil }
-        let e = Int32(parts[1]) ?? 0
-        switch parts[0] {
-        case "noDevice": self = .noDevice
-        case "deviceDenied": self = .deviceDenied(e)
-        case "mountDenied": self = .mountDenied(e)
-        case "namespaceDenied": self = .namespaceDenied(e)
-        case "failed": self = .failed(parts[1])
-        default: return nil
-        }
-    }
-
-    /// A namespace could not be made, but the caller's namespace may still take a mount.
-    var allowsPlainMount: Bool { if case .namespaceDenied = self { return true } else { return false } }
-
-    var explanation: String {
-        switch self {
-        case .noDevice: return "there is no /dev/fuse"
-        case let .deviceDenied(e): return "/dev/fuse cannot be opened (\(errnoText(e)))"
-        case let .mountDenied(e): return "mount(2) was refused (\(errnoText(e))): no CAP_SYS_ADMIN, or a seccomp or AppArmor profile forbids it"
-        case let .namespaceDenied(e): return "no private mount namespace could be made (\(errnoText(e)))"
-        case .noFusermount: return "this user may not mount and there is no fusermount3 (in /usr/bin or on PATH)"
-        case let .unsupportedOption(o): return "-o \(o) needs a block device, which a mount in a private namespace cannot have"
-        case let .noScratch(places): return "no writable directory for the mount point (tried \(places.joined(separator: ", ")))"
-        case let .failed(s): return s
-        }
-    }
-
-    var fix: String {
-        switch self {
-        case .noDevice: return "in a container add --device /dev/fuse (and --cap-add SYS_ADMIN); elsewhere load the fuse module (modprobe fuse)"
-        case .deviceDenied: return "give this user access to /dev/fuse, or in a container add --device /dev/fuse"
-        case .mountDenied: return "in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)"
-        case .namespaceDenied: return "run as root, or allow unprivileged user namespaces"
-        case .noFusermount: return "install fuse3 (fusermount3) or run as root"
-        case .unsupportedOption: return "leave it out, or run with --no-namespace"
-        case .noScratch: return "set TMPDIR to a writable directory (in a container: --tmpfs /tmp)"
-        case .failed: return "the server's log may say more (syslog, or -o log=FILE)"
-        }
-    }
 }
 
 /// The interpreter command line of an app.

@@ -121,7 +121,7 @@ struct Mounter {
 
         let opened = try openArchive(archive, options: options)
         let target = try checkMountPoint(mountpoint)
-        try checkFUSE()
+        if let unavailable = fuseUnavailable() { throw mountFailure(unavailable, mountpoint: target) }
 
         var configuration = opened.serverConfiguration(options)
         configuration.debug = debug
@@ -131,7 +131,7 @@ struct Mounter {
         do {
             server = try Server(operations: operations, mountpoint: target, configuration: configuration)
         } catch {
-            throw Failure(Exit.usage, "\(error); check the -o options (pyzfs mount --help)")
+            throw mountFailure(error, mountpoint: target)
         }
         do {
             try server.mount()
@@ -254,40 +254,20 @@ func isDeadMount(_ path: String) -> Bool {
 }
 
 /// Why no FUSE mount can be attempted here at all (nil: one can be).
-func fuseUnavailable() -> MountRefusal? {
+func fuseUnavailable() -> MountFailure? {
     if access("/dev/fuse", F_OK) != 0 { return .noDevice }
     if getuid() != 0 && Fusermount.path() == nil { return .noFusermount }
     return nil
 }
 
-extension MountError {
-    /// libfuse's words for a mount refused for lack of privilege.
-    var deniesPermission: Bool {
-        let text = "\(self)"
-        return text.contains("Operation not permitted") || text.contains("Permission denied")
+/// `pyzfs mount`'s failure for a mount that cannot be made: one line and its exit code.
+func mountFailure(_ failure: MountFailure, mountpoint: String) -> Failure {
+    let code: Int32
+    switch failure {
+    case .noDevice, .noFusermount: code = Exit.noFUSE
+    case .deviceDenied, .mountDenied, .allowOtherDenied, .namespaceDenied: code = Exit.noPermission
+    case .badOptions, .unsupportedOption: code = Exit.usage
+    case .noScratch, .failed: code = Exit.mountFailed
     }
-}
-
-/// Checks that a FUSE mount can be attempted at all.
-func checkFUSE() throws(Failure) {
-    switch fuseUnavailable() {
-    case .noDevice?:
-        throw Failure(Exit.noFUSE, "FUSE is not available: /dev/fuse does not exist; load the kernel module (modprobe fuse), or in a container add --device /dev/fuse --cap-add SYS_ADMIN")
-    case .noFusermount?:
-        throw Failure(Exit.noFUSE, "FUSE mounts by a non-root user need fusermount3, which is neither in /usr/bin nor on PATH; install it (apt-get install fuse3) or mount as root")
-    default:
-        return
-    }
-}
-
-/// The failure for a mount that libfuse could not make.
-func mountFailure(_ error: MountError, mountpoint: String) -> Failure {
-    let text = "\(error)"
-    if error.deniesPermission {
-        return Failure(Exit.noPermission, "cannot mount on \(mountpoint): \(text); mount as root, or in a container add --cap-add SYS_ADMIN (and --device /dev/fuse)")
-    }
-    if text.contains("user_allow_other") {
-        return Failure(Exit.noPermission, "cannot mount on \(mountpoint): \(text)")
-    }
-    return Failure(Exit.mountFailed, "cannot mount on \(mountpoint): \(text); pyzfs mount -f -d shows libfuse's messages")
+    return Failure(code, "cannot mount on \(mountpoint): \(failure.explanation); \(failure.fix)")
 }

@@ -36,6 +36,6 @@ struct KernelMountTests {
         #expect(r.flags == UInt(MS_NOSUID) | UInt(MS_NODEV) | UInt(MS_NOEXEC) | UInt(MS_NOATIME) | UInt(MS_RDONLY))
         #expect(r.data == ["default_permissions", "allow_other", "max_read=65536"])
         #expect(try KernelMount.request(source: "/a.pyz", options: ["ro", "rw"]).flags & UInt(MS_RDONLY) == 0)
-        #expect(throws: KernelMount.Refusal.unsupportedOption("blkdev")) { try KernelMount.request(source: "/a.pyz", options: ["blkdev"]) }
+        #expect(throws: MountFailure.unsupportedOption("blkdev")) { try KernelMount.request(source: "/a.pyz", options: ["blkdev"]) }
     }
 }
