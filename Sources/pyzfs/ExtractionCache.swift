@@ -1,3 +1,4 @@
+import CLinux
 import Crypto
 import PyzfsCore
 #if canImport(Glibc)
@@ -20,21 +21,38 @@ import Glibc
 enum ExtractionCache {
     /// The cache directory, and a note when it is not the first choice.
     static func root() throws(Failure) -> (path: String, note: String?) {
-        let uid = getuid()
         var candidates: [(String, String)] = []
-        if let x = readEnvironment("XDG_CACHE_HOME"), !x.isEmpty {
+        if let x = absoluteEnvironment("XDG_CACHE_HOME") {
             candidates.append((x + "/pyzfs", "$XDG_CACHE_HOME"))
-        } else if let home = readEnvironment("HOME"), !home.isEmpty {
+        } else if let home = absoluteEnvironment("HOME") {
             candidates.append((home + "/.cache/pyzfs", "$HOME/.cache"))
         }
-        if let r = readEnvironment("XDG_RUNTIME_DIR"), !r.isEmpty { candidates.append((r + "/pyzfs", "$XDG_RUNTIME_DIR")) }
-        candidates.append(("/tmp/pyzfs-\(uid)", "/tmp"))
+        if let r = absoluteEnvironment("XDG_RUNTIME_DIR") { candidates.append((r + "/pyzfs", "$XDG_RUNTIME_DIR")) }
+        candidates.append(("/tmp/pyzfs-\(getuid())", "/tmp"))
         var skipped: [String] = []
         for (path, what) in candidates {
-            if makePrivateDirectory(path) { return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)") }
-            skipped.append("\(what) is not writable (\(errnoText(errno)))")
+            if let reason = unusableReason(path) {
+                skipped.append("\(what) \(reason)")
+                continue
+            }
+            return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)")
         }
-        throw Failure(Exit.runFailed, "no cache directory can be written: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to a writable directory")
+        throw Failure(Exit.runFailed, "no cache directory can be used: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec")
+    }
+
+    /// The value of environment variable `name` when it is an absolute path: the XDG Base
+    /// Directory specification says relative values are to be ignored.
+    static func absoluteEnvironment(_ name: String) -> String? {
+        guard let value = readEnvironment(name), value.hasPrefix("/") else { return nil }
+        return value
+    }
+
+    /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
+    static func unusableReason(_ path: String) -> String? {
+        guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
+        // Extension modules are mapped executable: from a noexec file system every .so fails.
+        guard pyzfs_is_noexec(path) == 0 else { return "is on a noexec file system" }
+        return nil
     }
 
     /// Creates `path` (and its parents) as this user's, mode 0700; refuses one owned by someone
@@ -48,7 +66,7 @@ enum ExtractionCache {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { errno = ENOTDIR; return false }
         guard st.st_uid == getuid() else { errno = EPERM; return false }
-        return access(path, W_OK | X_OK) == 0
+        return isWritableDirectory(path)
     }
 
     /// The entry key of an archive: SHA-256 of its central directory and size.
