@@ -8,11 +8,12 @@ import Glibc
 /// Where FUSE cannot be had, `pyzfs run --fallback=extract` runs the app from a copy extracted
 /// once into a content-addressed cache.
 ///
-/// - Key: SHA-256 of the central directory (every name, size, CRC and offset) and the archive's
-///   size: known without reading the archive. Each entry records the SHA-256 of the whole
-///   archive and the file identities (device, inode, size, mtime) already checked against it,
-///   so a later start of the same file reads nothing more, and another file with the same
-///   directory is hashed once before its entry is trusted (CRC-32s are easy to forge).
+/// - Key: SHA-256 of the central directory (every name, size, CRC and offset), the archive's
+///   size and the options that shape the tree (`symlinks=`, `umask=`, `uid=`, `gid=`): known
+///   without reading the archive. Each entry records the SHA-256 of the whole archive and the
+///   file identities (device, inode, size, mtime) already checked against it, so a later start
+///   of the same file reads nothing more, and another file with the same directory is hashed
+///   once before its entry is trusted (CRC-32s are easy to forge).
 /// - Concurrency: an entry is extracted under an exclusive lock into a temporary directory and
 ///   renamed into place; a running app holds a shared lock, which `pyzfs cache clean` respects.
 /// - Safety: only the tree's normalised names are created (no `..`, no `/`, no absolute
@@ -69,7 +70,8 @@ enum ExtractionCache {
         return isWritableDirectory(path)
     }
 
-    /// The entry key of an archive: SHA-256 of its central directory and size.
+    /// The entry key of an archive opened with some options: SHA-256 of its central directory,
+    /// its size and the options that change the tree.
     static func key(of opened: OpenedArchive) -> String {
         var hasher = SHA256()
         let index = opened.index
@@ -77,6 +79,9 @@ enum ExtractionCache {
             hasher.update(data: directory)
         }
         withUnsafeBytes(of: opened.file.size.littleEndian) { hasher.update(bufferPointer: $0) }
+        let fs = opened.filesystem
+        let options = fs.tree.options
+        hasher.update(data: Array("symlinks=\(options.symlinks.rawValue) umask=\(options.umask) uid=\(fs.ownership.uid) gid=\(fs.ownership.gid)".utf8))
         return hex(hasher.finalize()).prefix(40).description
     }
 
