@@ -33,7 +33,11 @@ struct CacheCommand: ParsableCommand {
                 if let days = olderThan, now - e.mtime < days * 86400 { continue }
                 let lock = open(root + "/" + e.key + ".lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW)
                 guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else { if lock >= 0 { close(lock) }; continue }
-                _ = runProgram(["rm", "-rf", "--one-file-system", root + "/" + e.key])
+                let errorNumber = ExtractionCache.removeTree(root + "/" + e.key)
+                guard errorNumber == 0 else {
+                    close(lock)
+                    throw Failure(Exit.failure, "cannot remove \(root)/\(e.key): \(errnoText(errorNumber)); check who owns it")
+                }
                 unlink(root + "/" + e.key + ".manifest")
                 unlink(root + "/" + e.key + ".lock")
                 close(lock)
@@ -43,7 +47,7 @@ struct CacheCommand: ParsableCommand {
         }
     }
 
-    /// A cached app: what `clean` needs. `list` asks for the rest (a `du` of the whole tree).
+    /// A cached app: what `clean` needs. `list` asks for the rest (the size of the whole tree).
     struct Entry {
         let key: String
         let mtime: Int
@@ -55,7 +59,7 @@ struct CacheCommand: ParsableCommand {
         }
 
         func bytes(in root: String) -> UInt64 {
-            (runCapture(["du", "-sk", root + "/" + key]).split(separator: "\t").first.flatMap { UInt64($0) } ?? 0) * 1024
+            ExtractionCache.diskUsage(root + "/" + key)
         }
 
         var lastUse: String {
@@ -85,33 +89,4 @@ struct CacheCommand: ParsableCommand {
         }
         return out.sorted { $0.mtime > $1.mtime }
     }
-}
-
-/// Runs a program and returns its standard output (empty on failure).
-func runCapture(_ argv: [String]) -> String {
-    var fds: [Int32] = [-1, -1]
-    guard makePipe(&fds) else { return "" }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_addclose(&actions, fds[0])
-    var pid: pid_t = 0
-    var cArgs = argv.map { strdup($0) } + [nil]
-    defer { cArgs.forEach { free($0) } }
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, environ)
-    close(fds[1])
-    var out: [UInt8] = []
-    if rc == 0 {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fds[0], $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            out += chunk[0..<n]
-        }
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-    }
-    close(fds[0])
-    return String(decoding: out, as: UTF8.self)
 }

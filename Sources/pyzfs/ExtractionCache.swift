@@ -142,8 +142,13 @@ enum ExtractionCache {
         // A new entry: extract beside it, then rename into place.
         let full = try fullHash(of: opened.file)
         let temporary = entry + ".tmp-\(getpid())"
-        run(["rm", "-rf", "--one-file-system", temporary])
-        try extract(opened, into: temporary)
+        _ = removeTree(temporary)
+        do throws(Failure) {
+            try extract(opened, into: temporary)
+        } catch let failure {
+            _ = removeTree(temporary)
+            throw failure
+        }
         let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
         guard writeNewFile(manifest, text), rename(temporary, entry) == 0 else {
             throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
@@ -151,40 +156,59 @@ enum ExtractionCache {
         return .ready
     }
 
-    /// Extracts every node of the tree into `directory` (which must not exist).
+    /// Extracts every node of the tree into `directory` (which must not exist), depth first
+    /// with one directory open at a time, so that no depth or width runs out of descriptors.
     static func extract(_ opened: OpenedArchive, into directory: String) throws(Failure) {
         let fs = opened.filesystem
         let tree = fs.tree
         guard mkdir(directory, 0o700) == 0 else { throw Failure(Exit.runFailed, "cannot create \(directory): \(errnoText(errno))") }
-        var fds = [Int32](repeating: -1, count: tree.nodes.count)
-        fds[Tree.root] = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        defer { for fd in fds where fd >= 0 { close(fd) } }
+        var fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(directory): \(errnoText(errno))") }
+        defer { close(fd) }
         let total = tree.nodes.reduce(UInt64(0)) { $0.addingSaturating($1.kind == .file ? tree.index.entries[Int($1.entry)].uncompressedSize : 0) }
         let progress = Progress(total: total, label: "extracting \(opened.path)")
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        // Nodes come after their parents (each is created when its path is first seen).
-        for i in 1..<tree.nodes.count where !tree.nodes[i].isHidden {
-            let node = tree.nodes[i]
-            let parent = fds[Int(node.parent)]
-            guard parent >= 0 else { continue }
-            let name = Array(tree.name(of: i)) + [0]
-            let path = tree.path(of: i)
-            let attributes = fs.attributes(of: i)
-            switch node.kind {
+        func fail(_ verb: String, _ i: Int) -> Failure {
+            Failure(Exit.runFailed, "cannot \(verb) \(directory)/\(tree.path(of: i)): \(errnoText(errno)); check the free space of the cache directory and the limits (ulimit) of this process")
+        }
+        // The directories being filled, each with the position of its next child.
+        var stack: [(node: Int, next: Int)] = [(Tree.root, 0)]
+        while let top = stack.last {
+            let (node, next) = top
+            let children = tree.children(of: node)
+            guard next < children.count else {
+                stack.removeLast()
+                // Its contents are complete: its mode can be set (a read-only directory refuses
+                // new entries); `..` is opened first, as the mode may forbid the lookup.
+                let parent = stack.isEmpty ? -1 : openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard stack.isEmpty || parent >= 0 else { throw fail("open the parent of", node) }
+                let mode = node == Tree.root ? 0o700 : mode_t(fs.attributes(of: node).mode & 0o777)
+                guard fchmod(fd, mode) == 0 else { throw fail("set the mode of", node) }
+                if parent >= 0 {
+                    close(fd)
+                    fd = parent
+                }
+                continue
+            }
+            stack[stack.count - 1].next += 1
+            let i = Int(children[children.startIndex + next])
+            let name = Array(tree.name(of: i)).map { CChar(bitPattern: $0) } + [0]
+            switch tree.nodes[i].kind {
             case .directory:
-                guard mkdirat(parent, name.map { CChar(bitPattern: $0) }, 0o700) == 0 || errno == EEXIST else {
-                    throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))")
-                }
-                fds[i] = openat(parent, name.map { CChar(bitPattern: $0) }, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard mkdirat(fd, name, 0o700) == 0 else { throw fail("create", i) }
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { throw fail("open", i) }
+                close(fd)
+                fd = child
+                stack.append((i, 0))
             case .symlink:
-                let target = (tree.symlinkTargets[UInt32(i)] ?? []) + [0]
-                guard symlinkat(target.map { CChar(bitPattern: $0) }, parent, name.map { CChar(bitPattern: $0) }) == 0 else {
-                    throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))")
-                }
+                let target = (tree.symlinkTargets[UInt32(i)] ?? []).map { CChar(bitPattern: $0) } + [0]
+                guard symlinkat(target, fd, name) == 0 else { throw fail("create", i) }
             case .file:
-                let fd = openat(parent, name.map { CChar(bitPattern: $0) }, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-                guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))") }
-                defer { close(fd) }
+                let file = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard file >= 0 else { throw fail("create", i) }
+                defer { close(file) }
+                let attributes = fs.attributes(of: i)
                 var offset: UInt64 = 0
                 while offset < attributes.size {
                     let n: Int
@@ -194,25 +218,83 @@ enum ExtractionCache {
                             return bytes.count
                         }
                     } catch {
-                        throw Failure(Exit.runFailed, "cannot extract \(path): \(error)")
+                        throw Failure(Exit.runFailed, "cannot extract \(tree.path(of: i)): \(error)")
                     }
-                    guard n > 0, buffer.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, n) }) == n else {
-                        throw Failure(Exit.runFailed, "cannot write \(path): \(errnoText(errno))")
-                    }
+                    guard n > 0, buffer.withUnsafeBytes({ Glibc.write(file, $0.baseAddress, n) }) == n else { throw fail("write", i) }
                     offset += UInt64(n)
                     progress.advance(UInt64(n))
                 }
-                fchmod(fd, mode_t(attributes.mode & 0o777))
                 var times = [timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0), timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0)]
-                futimens(fd, &times)
+                guard fchmod(file, mode_t(attributes.mode & 0o777)) == 0, futimens(file, &times) == 0 else { throw fail("set the mode of", i) }
             }
         }
-        // Directory modes and times last (a read-only directory would refuse its own contents).
-        for i in 0..<tree.nodes.count where tree.nodes[i].kind == .directory && fds[i] >= 0 {
-            let a = fs.attributes(of: i)
-            fchmod(fds[i], mode_t(i == Tree.root ? 0o700 : a.mode & 0o777))
-        }
         progress.finish()
+    }
+
+    /// Removes the tree at `path`, making read-only directories writable first; never leaves
+    /// its file system. Returns 0 or the errno of the first failure.
+    static func removeTree(_ path: String) -> Int32 {
+        let e = walkTree(path, entering: { fd in
+            var st = stat()
+            // A read-only directory (0555 in the archive) refuses the removal of its contents.
+            return fstat(fd, &st) == 0 && (st.st_mode & 0o700 == 0o700 || fchmod(fd, 0o700) == 0)
+        }, visit: { parent, name, st in
+            unlinkat(parent, name, (st.st_mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0) == 0
+        })
+        guard e == 0 else { return e }
+        return rmdir(path) == 0 ? 0 : errno
+    }
+
+    /// Bytes allocated to the tree at `path`, as du counts them.
+    static func diskUsage(_ path: String) -> UInt64 {
+        var total: UInt64 = 0
+        var st = stat()
+        if lstat(path, &st) == 0 { total += UInt64(st.st_blocks) * 512 }
+        _ = walkTree(path, entering: { _ in true }, visit: { _, _, st in
+            total += UInt64(st.st_blocks) * 512
+            return true
+        })
+        return total
+    }
+
+    /// Walks the tree at `path` depth first with one directory open at a time (and one listing),
+    /// calling `entering` with each directory's descriptor before its contents and `visit` with
+    /// every entry below `path` (a directory after its contents), its parent's descriptor and
+    /// its lstat. Does not descend into another file system. Returns 0 or the first errno.
+    static func walkTree(_ path: String, entering: (Int32) -> Bool, visit: (Int32, String, stat) -> Bool) -> Int32 {
+        var fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        var top = stat()
+        guard fstat(fd, &top) == 0, entering(fd), let names = directoryNames(in: fd) else { return errno }
+        var stack: [(name: String, names: [String])] = [("", names)]
+        while !stack.isEmpty {
+            if let name = stack[stack.count - 1].names.popLast() {
+                var st = stat()
+                guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno }
+                guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                    guard visit(fd, name, st) else { return errno }
+                    continue
+                }
+                guard st.st_dev == top.st_dev else { return EXDEV }
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { return errno }
+                close(fd)
+                fd = child
+                guard entering(fd), let inner = directoryNames(in: fd) else { return errno }
+                stack.append((name, inner))
+            } else {
+                let done = stack.removeLast()
+                guard !stack.isEmpty else { break }
+                var st = stat()
+                let parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard parent >= 0, fstat(fd, &st) == 0 else { return errno }
+                close(fd)
+                fd = parent
+                guard visit(fd, done.name, st) else { return errno }
+            }
+        }
+        return 0
     }
 
     static func writeNewFile(_ path: String, _ text: String) -> Bool {
@@ -230,8 +312,6 @@ enum ExtractionCache {
         let bytes = Array(text.utf8)
         return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
     }
-
-    static func run(_ argv: [String]) { _ = runProgram(argv) }
 }
 
 /// Progress on a terminal for long work (nothing when stderr is not a terminal or the work is small).

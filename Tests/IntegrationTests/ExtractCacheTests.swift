@@ -2,11 +2,60 @@ import Foundation
 import PyzfsTestSupport
 import Testing
 
-/// The extract fallback's cache (issue 11): its key and the choice of its directory.
+/// The extract fallback's cache (issue 11): bounded extraction, cleaning,
+/// its key and the choice of its directory.
 extension RunTests {
     /// The names in the cache directory `cache/pyzfs`.
     func cacheNames(_ cache: String) -> [String] {
         (try? FileManager.default.contentsOfDirectory(atPath: cache + "/pyzfs")) ?? []
+    }
+
+    /// The paths of deepapp's `f.txt` files extracted into `cache/pyzfs` (1,800 when whole).
+    func deepFiles(_ cache: String) -> [Substring] {
+        run(["find", cache + "/pyzfs", "-name", "f.txt", "-type", "f"]).stdout.split(separator: "\n")
+    }
+
+    @Test("with ulimit -n 64 a tree 1,500 directories deep and 300 wide extracts whole; a failed write fails the start and leaves no entry",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"))
+    func boundedExtraction() throws {
+        let deep = Fixtures.shared.archive("deepapp")
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let r = withoutFUSE(["--fallback=extract", deep], environment: ["XDG_CACHE_HOME": cache], prelude: "ulimit -n 64 &&")
+        #expect(r.status == 0 && r.stdout.contains("deepapp ran"), "\(r)")
+        let found = deepFiles(cache)
+        #expect(found.count == 1_800, "\(found.count) of 1,800 files")
+        #expect(found.contains { $0.hasSuffix(String(repeating: "/d", count: 1_500) + "/f.txt") })
+
+        // Writes over 8 KiB fail with EFBIG (SIGXFSZ ignored): big.bin cannot be written.
+        let full = makeTemporaryDirectory("cache")
+        defer { removeTree(full) }
+        let failed = withoutFUSE(["--fallback=extract", deep], environment: ["XDG_CACHE_HOME": full], prelude: "trap '' XFSZ; ulimit -f 16 &&")
+        let lines = failed.stderr.split(separator: "\n").filter { $0.contains("cannot") }
+        #expect(failed.status == 125 && lines.count == 1 && lines[0].contains("cannot write") && lines[0].contains("big.bin"), "\(failed)")
+        #expect(cacheNames(full).allSatisfy { $0.hasSuffix(".lock") }, "\(cacheNames(full))")
+    }
+
+    @Test("cache clean by a normal user removes an entry with 0555 directories whole, without rm or du; the next start extracts again",
+          .enabled(if: getuid() == 0, "needs root to become another user with setpriv"))
+    func cleanAsUser() throws {
+        let base = makeTemporaryDirectory("user")
+        defer { removeTree(base) }
+        chown(base, 65534, 65534)
+        let archive = base + "/deepapp.pyz"
+        try FileManager.default.copyItem(atPath: Fixtures.shared.archive("deepapp"), toPath: archive)
+        let user = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        let environment = ["XDG_CACHE_HOME": base + "/cache"]
+        let start = withoutFUSECommand(["--fallback=extract", archive], user: user)
+        let first = run(start, environment: environment)
+        #expect(first.status == 0 && first.stdout.contains("deepapp ran"), "\(first)")
+        // No rm or du on PATH (a distroless image): clean needs neither.
+        let clean = run(user + ["env", "PATH=/nonexistent", pyzfs, "cache", "clean"], environment: environment)
+        #expect(clean.status == 0 && clean.stdout.contains("removed 1 cached app"), "\(clean)")
+        #expect(cacheNames(base + "/cache").isEmpty, "\(cacheNames(base + "/cache"))")
+        let again = run(start, environment: environment)
+        #expect(again.status == 0 && again.stdout.contains("deepapp ran"), "\(again)")
+        #expect(deepFiles(base + "/cache").count == 1_800)
     }
 
     @Test("the key covers the options that change the tree: after -o symlinks=all, a default start shows no link out of the tree",

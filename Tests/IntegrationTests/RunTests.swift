@@ -232,10 +232,14 @@ struct RunTests {
     }
 
     /// Runs `pyzfs run ARGS` in a private mount namespace whose /dev is an empty tmpfs.
-    func withoutFUSE(_ args: [String], environment: [String: String] = [:], prelude: String = "") -> RunResult {
-        run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh", pyzfs, "run"] + args,
-            environment: environment)
+    func withoutFUSE(_ args: [String], environment: [String: String] = [:], prelude: String = "", timeout: Double = 300) -> RunResult {
+        run(withoutFUSECommand(args, prelude: prelude), environment: environment, timeout: timeout)
+    }
+
+    /// The command line of `withoutFUSE`, run by `user` (a setpriv command, say) when given.
+    func withoutFUSECommand(_ args: [String], prelude: String = "", user: [String] = []) -> [String] {
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh"] + user + [pyzfs, "run"] + args
     }
 
     @Test("without /dev/fuse: one line that says what would fix it; --fallback=extract runs from a cache",
