@@ -101,6 +101,8 @@ int pyzfs_drop_privileges(uint64_t keep) {
     return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
 }
 
+int pyzfs_syncfs(int fd) { return syncfs(fd); }
+
 int pyzfs_is_noexec(const char *path) {
     struct statvfs fs;
     if (statvfs(path, &fs) != 0) return -1;

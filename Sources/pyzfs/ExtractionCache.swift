@@ -14,8 +14,12 @@ import Glibc
 ///   file identities (device, inode, size, mtime) already checked against it, so a later start
 ///   of the same file reads nothing more, and another file with the same directory is hashed
 ///   once before its entry is trusted (CRC-32s are easy to forge).
-/// - Concurrency: an entry is extracted under an exclusive lock into a temporary directory and
-///   renamed into place; a running app holds a shared lock, which `pyzfs cache clean` respects.
+/// - Layout: `KEY/` holds `manifest` and the tree in `app/`; `KEY.lock` is its build lock;
+///   `KEY.tmp-XXXXXX` is a build, or an entry being removed.
+/// - Concurrency: a start takes a shared lock on the entry's directory and keeps it across exec
+///   into the app (so `pyzfs cache clean` sees it in use); only a build takes `KEY.lock`
+///   exclusively, so a start waits for a build, never for a running app. A build extracts into
+///   a new temporary directory, syncs it and renames it into place.
 /// - Safety: only the tree's normalised names are created (no `..`, no `/`, no absolute
 ///   names, no links out of the tree), each relative to its parent directory's descriptor with
 ///   O_NOFOLLOW, so nothing is written outside the entry whatever the member names.
@@ -96,64 +100,159 @@ enum ExtractionCache {
         "\(file.device):\(file.inode):\(file.size):\(file.modificationTime)"
     }
 
-    /// A directory holding the extracted app, extracting it first if need be. The returned
-    /// directory's shared lock is held by this process (and the app it becomes).
+    /// The directory of the extracted app, extracting it first if need be. A shared lock on
+    /// its entry is held by this process (and the app it becomes).
     static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
         let (root, note) = try root()
         if let note { log.warning("\(note)") }
         var key = key(of: opened)
         for _ in 0..<2 {
             let entry = root + "/" + key
-            let lockFD = open(entry + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard lockFD >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(entry).lock: \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean") }
-            flock(lockFD, LOCK_EX)
-            let result = try ensureExtracted(opened, entry: entry)
-            switch result {
-            case .ready:
-                // Keep a shared lock for the app's life (the descriptor survives exec).
-                flock(lockFD, LOCK_SH)
-                _ = fcntl(lockFD, F_SETFD, 0)
+            var found = try openEntry(entry, opened)
+            if case .missing = found {
+                let buildLock = try lock(entry + ".lock", LOCK_EX)!  // waits: never nil
+                found = try openEntry(entry, opened)  // another start may have built it meanwhile
+                if case .missing = found {
+                    try build(opened, entry: entry)
+                    found = try openEntry(entry, opened)
+                }
+                close(buildLock)
+            }
+            switch found {
+            case let .ready(fd):
+                _ = fcntl(fd, F_SETFD, 0)  // the app keeps the shared lock
                 utimes(entry, nil)
-                return entry
+                return entry + "/app"
             case let .collision(fullHash):
-                flock(lockFD, LOCK_UN)
-                close(lockFD)
                 key = fullHash  // same directory, other bytes: keyed by the whole file instead
+            case .missing:
+                throw Failure(Exit.runFailed, "cannot use the cache entry \(entry): it vanished as it was made; clear the cache with pyzfs cache clean")
             }
         }
         throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path): its entries keep colliding; clear the cache with pyzfs cache clean")
     }
 
-    enum Outcome { case ready, collision(String) }
+    enum Found { case ready(Int32), missing, collision(String) }
 
-    /// With the entry's lock held: checks an existing entry or extracts a new one.
-    static func ensureExtracted(_ opened: OpenedArchive, entry: String) throws(Failure) -> Outcome {
-        let manifest = entry + ".manifest"
-        var st = stat()
-        if lstat(entry, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, let text = readSmallFile(manifest) {
+    /// Looks for a complete entry made from this archive, and share-locks it (`.ready` holds
+    /// the locked descriptor of its directory).
+    static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
+        while true {
+            let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else {
+                if errno == ENOENT { return .missing }
+                throw Failure(Exit.runFailed, "cannot open the cache entry \(entry): \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean")
+            }
+            flock(fd, LOCK_SH)
+            // `cache clean` renames an entry away under its exclusive lock: this one may be gone.
+            guard isSameFile(fd, entry) else { close(fd); continue }
+            let manifest = entry + "/manifest"
+            var st = stat()
+            guard let text = readSmallFile(manifest), text.hasPrefix("sha256 "),
+                  lstat(entry + "/app", &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+                close(fd)
+                return .missing
+            }
             let lines = text.split(separator: "\n").map(String.init)
             let identity = identity(of: opened.file)
-            if lines.dropFirst(2).contains(identity) { return .ready }
+            if lines.dropFirst(2).contains(identity) { return .ready(fd) }
             let full = try fullHash(of: opened.file)
-            guard lines.first == "sha256 " + full else { return .collision(full) }
+            guard lines.first == "sha256 " + full else { close(fd); return .collision(full) }
             _ = appendFile(manifest, identity + "\n")
-            return .ready
+            return .ready(fd)
         }
-        // A new entry: extract beside it, then rename into place.
+    }
+
+    /// With the entry's build lock held: extracts into a new temporary directory beside the
+    /// entry, syncs it and renames it into place; on any failure nothing is left.
+    static func build(_ opened: OpenedArchive, entry: String) throws(Failure) {
+        var st = stat()
+        if lstat(entry, &st) == 0 {
+            // Incomplete or of an older layout.
+            guard try discard(entry) else {
+                throw Failure(Exit.runFailed, "cannot replace the incomplete cache entry \(entry): an app is using it; run again when it has exited")
+            }
+        }
         let full = try fullHash(of: opened.file)
-        let temporary = entry + ".tmp-\(getpid())"
-        _ = removeTree(temporary)
+        let temporary = try makeTemporary(entry)
         do throws(Failure) {
-            try extract(opened, into: temporary)
+            try extract(opened, into: temporary + "/app")
+            let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
+            guard writeNewFile(temporary + "/manifest", text) else {
+                throw Failure(Exit.runFailed, "cannot write \(temporary)/manifest: \(errnoText(errno)); check the free space of the cache directory")
+            }
+            // One syncfs for the whole tree: an fsync per file costs seconds on a large app.
+            let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let synced = fd >= 0 && pyzfs_syncfs(fd) == 0
+            if fd >= 0 { close(fd) }
+            guard synced, rename(temporary, entry) == 0, syncDirectory(parentOf(entry)) else {
+                throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
+            }
         } catch let failure {
             _ = removeTree(temporary)
             throw failure
         }
-        let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
-        guard writeNewFile(manifest, text), rename(temporary, entry) == 0 else {
-            throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
+    }
+
+    /// A new, empty `ENTRY.tmp-XXXXXX` directory.
+    static func makeTemporary(_ entry: String) throws(Failure) -> String {
+        var template = Array("\(entry).tmp-XXXXXX".utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw Failure(Exit.runFailed, "cannot create a directory beside \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
         }
-        return .ready
+        return string(fromCString: p)
+    }
+
+    /// Removes an entry unless an app uses it (the caller holds its build lock): renamed to a
+    /// temporary name first, so that no start sees it half removed. False when it is in use.
+    static func discard(_ entry: String) throws(Failure) -> Bool {
+        let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(entry): \(errnoText(errno))") }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
+        let temporary = try makeTemporary(entry)
+        // Onto the empty directory mkdtemp made: rename(2) replaces an empty directory.
+        guard rename(entry, temporary) == 0 else {
+            throw Failure(Exit.runFailed, "cannot move \(entry) aside: \(errnoText(errno)); check the cache directory's permissions")
+        }
+        let e = removeTree(temporary)
+        guard e == 0 else { throw Failure(Exit.runFailed, "cannot remove \(temporary): \(errnoText(e)); check who owns it") }
+        return true
+    }
+
+    /// Opens (creating it) and locks the lock file `path` with `operation`, retrying until the
+    /// file locked is the one the name holds (`cache clean` unlinks a lock it holds).
+    /// Returns nil when `operation` has LOCK_NB and someone else holds it.
+    static func lock(_ path: String, _ operation: Int32) throws(Failure) -> Int32? {
+        while true {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(path): \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean") }
+            guard flock(fd, operation) == 0 else {
+                let e = errno
+                close(fd)
+                if e == EWOULDBLOCK { return nil }
+                throw Failure(Exit.runFailed, "cannot lock \(path): \(errnoText(e))")
+            }
+            if isSameFile(fd, path) { return fd }
+            close(fd)
+        }
+    }
+
+    /// Whether descriptor `fd` is the file `path` names now.
+    static func isSameFile(_ fd: Int32, _ path: String) -> Bool {
+        var held = stat(), named = stat()
+        return fstat(fd, &held) == 0 && lstat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino
+    }
+
+    static func parentOf(_ path: String) -> String {
+        String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+    }
+
+    static func syncDirectory(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return fsync(fd) == 0
     }
 
     /// Extracts every node of the tree into `directory` (which must not exist), depth first
@@ -297,8 +396,9 @@ enum ExtractionCache {
         return 0
     }
 
+    /// Creates `path` with `text`.
     static func writeNewFile(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         let bytes = Array(text.utf8)

@@ -2,8 +2,8 @@ import Foundation
 import PyzfsTestSupport
 import Testing
 
-/// The extract fallback's cache (issue 11): bounded extraction, cleaning,
-/// its key and the choice of its directory.
+/// The extract fallback's cache (issue 11): locking, bounded extraction, layout, cleaning, key,
+/// and the choice of its directory.
 extension RunTests {
     /// The names in the cache directory `cache/pyzfs`.
     func cacheNames(_ cache: String) -> [String] {
@@ -13,6 +13,29 @@ extension RunTests {
     /// The paths of deepapp's `f.txt` files extracted into `cache/pyzfs` (1,800 when whole).
     func deepFiles(_ cache: String) -> [Substring] {
         run(["find", cache + "/pyzfs", "-name", "f.txt", "-type", "f"]).stdout.split(separator: "\n")
+    }
+
+    @Test("a start never waits for a running app; cache list and clean see the app's entry in use and keep it",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"))
+    func startsDoNotWaitForApps() throws {
+        let cache = makeTemporaryDirectory("cache"), release = makeTemporaryDirectory("release") + "/go"
+        defer { removeTree(cache) }
+        let environment = ["XDG_CACHE_HOME": cache]
+        let pid = pidFile()
+        let holder = spawn(withoutFUSECommand(["--fallback=extract", app, "--", "hold", pid, release]), environment: environment)
+        defer { _ = FileManager.default.createFile(atPath: release, contents: nil); holder.wait() }
+        #expect(eventually(timeout: 60) { FileManager.default.fileExists(atPath: pid) }, "\(holder.stderr)")
+        let second = withoutFUSE(["--fallback=extract", app, "--", "exit", "7"], environment: environment, timeout: 60)
+        #expect(second.status == 7, "\(second)")
+        let list = run([pyzfs, "cache", "list"], environment: environment)
+        #expect(list.stdout.contains("(in use)"), "\(list)")
+        let kept = run([pyzfs, "cache", "clean"], environment: environment)
+        #expect(kept.status == 0 && kept.stdout.contains("in use by a running app") && kept.stdout.contains("removed 0 cached apps"), "\(kept)")
+        _ = FileManager.default.createFile(atPath: release, contents: nil)
+        #expect(holder.wait() == 0 && holder.stdout.contains("data from the mount"), "\(holder.stdout) \(holder.stderr)")
+        let removed = run([pyzfs, "cache", "clean"], environment: environment)
+        #expect(removed.stdout.contains("removed 1 cached app"), "\(removed)")
+        #expect(cacheNames(cache).isEmpty, "\(cacheNames(cache))")
     }
 
     @Test("with ulimit -n 64 a tree 1,500 directories deep and 300 wide extracts whole; a failed write fails the start and leaves no entry",
@@ -34,6 +57,29 @@ extension RunTests {
         let lines = failed.stderr.split(separator: "\n").filter { $0.contains("cannot") }
         #expect(failed.status == 125 && lines.count == 1 && lines[0].contains("cannot write") && lines[0].contains("big.bin"), "\(failed)")
         #expect(cacheNames(full).allSatisfy { $0.hasSuffix(".lock") }, "\(cacheNames(full))")
+    }
+
+    @Test("an entry is KEY/manifest and KEY/app; a build's leftover with no live lock holder is listed and removed by cache clean",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"))
+    func leftovers() throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let environment = ["XDG_CACHE_HOME": cache]
+        #expect(withoutFUSE(["--fallback=extract", app, "--", "exit", "0"], environment: environment).status == 0)
+        let key = try #require(cacheNames(cache).first { !$0.contains(".") })
+        #expect(FileManager.default.fileExists(atPath: "\(cache)/pyzfs/\(key)/manifest"))
+        #expect(FileManager.default.fileExists(atPath: "\(cache)/pyzfs/\(key)/app/__main__.py"))
+        #expect(cacheNames(cache).sorted() == [key, key + ".lock"], "\(cacheNames(cache))")
+        // What a build killed half way leaves: a read-only directory with a file in it.
+        let leftover = "\(cache)/pyzfs/\(key).tmp-Ab12Cd"
+        try FileManager.default.createDirectory(atPath: leftover + "/app/pkg", withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: leftover + "/app/pkg/x.py", contents: Data("x\n".utf8))
+        chmod(leftover + "/app/pkg", 0o555)
+        let list = run([pyzfs, "cache", "list"], environment: environment)
+        #expect(list.stdout.contains("\(key).tmp-Ab12Cd") && list.stdout.contains("stale"), "\(list)")
+        let clean = run([pyzfs, "cache", "clean"], environment: environment)
+        #expect(clean.status == 0 && clean.stdout.contains("removed 1 cached app"), "\(clean)")
+        #expect(cacheNames(cache).isEmpty, "\(cacheNames(cache))")
     }
 
     @Test("cache clean by a normal user removes an entry with 0555 directories whole, without rm or du; the next start extracts again",

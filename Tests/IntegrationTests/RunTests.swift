@@ -261,7 +261,7 @@ struct RunTests {
         #expect(entries.count == 1, "\(entries)")
         #expect(!FileManager.default.fileExists(atPath: cache + "/escape.txt"))
         #expect(!FileManager.default.fileExists(atPath: cache + "/pyzfs/escape.txt"))
-        #expect(FileManager.default.fileExists(atPath: cache + "/pyzfs/\(entries[0])/data.txt"))
+        #expect(FileManager.default.fileExists(atPath: cache + "/pyzfs/\(entries[0])/app/data.txt"))
         let list = run([pyzfs, "cache", "list"], environment: ["XDG_CACHE_HOME": cache])
         #expect(list.stdout.contains(entries[0]) && list.stdout.contains(app), "\(list)")
         let clean = run([pyzfs, "cache", "clean"], environment: ["XDG_CACHE_HOME": cache])
