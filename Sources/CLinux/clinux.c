@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,4 +99,12 @@ int pyzfs_drop_privileges(uint64_t keep) {
         data[i].inheritable = 0;
     }
     return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
+}
+
+int pyzfs_syncfs(int fd) { return syncfs(fd); }
+
+int pyzfs_is_noexec(const char *path) {
+    struct statvfs fs;
+    if (statvfs(path, &fs) != 0) return -1;
+    return (fs.f_flag & ST_NOEXEC) != 0;
 }

@@ -11,51 +11,70 @@ struct CacheCommand: ParsableCommand {
         subcommands: [List.self, Clean.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List cached apps: key, size, last use, archive.")
+        static let configuration = CommandConfiguration(abstract: "List cached apps (key, size, last use, archive) and leftovers of builds.")
         func run() throws {
             let (root, _) = try ExtractionCache.root()
             print("cache: \(root)")
             for e in entries(root) {
-                print("\(e.key)\t\(formatSize(e.bytes(in: root)))\t\(e.lastUse)\t\(e.archive(in: root))\(e.inUse ? "\t(in use)" : "")")
+                let state = e.isTemporary ? (isLocked(root + "/" + e.key + ".lock") ? "\t(being built or removed)" : "\t(stale: removed by pyzfs cache clean)")
+                    : isLocked(root + "/" + e.name) ? "\t(in use)" : ""
+                print("\(e.name)\t\(formatSize(ExtractionCache.diskUsage(root + "/" + e.name)))\t\(e.lastUse)\t\(e.archive(in: root))\(state)")
             }
         }
     }
 
     struct Clean: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove cached apps not in use.")
-        @Option(help: "Only those unused for this many days.")
+        static let configuration = CommandConfiguration(abstract: "Remove cached apps not in use, and leftovers of builds.")
+        @Option(help: "Only apps unused for this many days (leftovers of builds go whatever their age).")
         var olderThan: Int?
         func run() throws {
             let (root, _) = try ExtractionCache.root()
             let now = time(nil)
-            var removed = 0
-            for e in entries(root) where !e.inUse {
-                if let days = olderThan, now - e.mtime < days * 86400 { continue }
-                let lock = open(root + "/" + e.key + ".lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW)
-                guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else { if lock >= 0 { close(lock) }; continue }
-                _ = runProgram(["rm", "-rf", "--one-file-system", root + "/" + e.key])
-                unlink(root + "/" + e.key + ".manifest")
-                unlink(root + "/" + e.key + ".lock")
-                close(lock)
-                removed += 1
+            var removed = 0, failed = false
+            let all = entries(root)
+            let locks = (directoryNames(root) ?? []).filter { $0.hasSuffix(".lock") }.map { String($0.dropLast(5)) }
+            for key in Set(all.map(\.key) + locks).sorted() {
+                let entry = root + "/" + key
+                do {
+                    // Held for the key's whole cleaning: no build runs, so every leftover is stale.
+                    guard let lock = try ExtractionCache.lock(entry + ".lock", LOCK_EX | LOCK_NB) else {
+                        print("kept \(key): being built")
+                        continue
+                    }
+                    defer { close(lock) }
+                    if let e = all.first(where: { $0.name == key }), olderThan.map({ now - e.mtime >= $0 * 86400 }) ?? true {
+                        if try ExtractionCache.discard(entry) {
+                            removed += 1
+                        } else {
+                            print("kept \(key): in use by a running app (\(e.archive(in: root)))")
+                        }
+                    }
+                    for e in all where e.key == key && e.isTemporary {
+                        let errorNumber = ExtractionCache.removeTree(root + "/" + e.name)
+                        guard errorNumber == 0 else { throw Failure(Exit.failure, "cannot remove \(root)/\(e.name): \(errnoText(errorNumber)); check who owns it") }
+                    }
+                    var st = stat()
+                    if lstat(entry, &st) != 0 { unlink(entry + ".lock") }  // held by this process only
+                } catch let failure as Failure {
+                    writeAll(2, "pyzfs: \(failure.message)\n")
+                    failed = true
+                }
             }
             print("removed \(removed) cached app\(removed == 1 ? "" : "s") from \(root)")
+            if failed { throw ExitCode(Exit.failure) }
         }
     }
 
-    /// A cached app: what `clean` needs. `list` asks for the rest (a `du` of the whole tree).
+    /// An entry (`KEY`) or a temporary directory (`KEY.tmp-XXXXXX`) of the cache.
     struct Entry {
-        let key: String
+        let name: String
         let mtime: Int
-        let inUse: Bool
+        var key: String { String(name.prefix { $0 != "." }) }
+        var isTemporary: Bool { name.contains(".tmp-") }
 
         func archive(in root: String) -> String {
-            let manifest = readSmallFile(root + "/" + key + ".manifest") ?? ""
+            let manifest = readSmallFile(root + "/" + name + "/manifest") ?? ""
             return manifest.split(separator: "\n").first { $0.hasPrefix("archive ") }.map { String($0.dropFirst(8)) } ?? "?"
-        }
-
-        func bytes(in root: String) -> UInt64 {
-            (runCapture(["du", "-sk", root + "/" + key]).split(separator: "\t").first.flatMap { UInt64($0) } ?? 0) * 1024
         }
 
         var lastUse: String {
@@ -68,50 +87,23 @@ struct CacheCommand: ParsableCommand {
         }
     }
 
+    /// The entries and temporary directories in `root`, most recently used first.
     static func entries(_ root: String) -> [Entry] {
         var out: [Entry] = []
-        for name in directoryNames(root) ?? [] {
-            guard name.hasSuffix(".manifest") else { continue }
-            let key = String(name.dropLast(".manifest".count))
+        for name in directoryNames(root) ?? [] where !name.contains(".") || name.contains(".tmp-") {
             var st = stat()
-            guard stat(root + "/" + key, &st) == 0 else { continue }
-            var lockBusy = false
-            let lock = open(root + "/" + key + ".lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW)
-            if lock >= 0 {
-                lockBusy = flock(lock, LOCK_EX | LOCK_NB) != 0
-                close(lock)
-            }
-            out.append(Entry(key: key, mtime: Int(st.st_mtim.tv_sec), inUse: lockBusy))
+            guard lstat(root + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+            out.append(Entry(name: name, mtime: Int(st.st_mtim.tv_sec)))
         }
         return out.sorted { $0.mtime > $1.mtime }
     }
-}
 
-/// Runs a program and returns its standard output (empty on failure).
-func runCapture(_ argv: [String]) -> String {
-    var fds: [Int32] = [-1, -1]
-    guard makePipe(&fds) else { return "" }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_addclose(&actions, fds[0])
-    var pid: pid_t = 0
-    var cArgs = argv.map { strdup($0) } + [nil]
-    defer { cArgs.forEach { free($0) } }
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, environ)
-    close(fds[1])
-    var out: [UInt8] = []
-    if rc == 0 {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fds[0], $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            out += chunk[0..<n]
-        }
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
+    /// Whether someone holds a lock on `path`: on an entry's directory, an app that runs from
+    /// it; on `KEY.lock`, a build or a clean.
+    static func isLocked(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return flock(fd, LOCK_EX | LOCK_NB) != 0
     }
-    close(fds[0])
-    return String(decoding: out, as: UTF8.self)
 }

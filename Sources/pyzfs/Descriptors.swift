@@ -30,7 +30,22 @@ func closeDescriptors(except keep: Set<Int32>) {
 
 /// The names in directory `path`, without `.` and `..`; nil when it cannot be listed.
 func directoryNames(_ path: String) -> [String]? {
-    guard let dir = opendir(path) else { return nil }
+    names(in: opendir(path))
+}
+
+/// The names in the directory open as `fd` (which stays open, its offset unchanged).
+func directoryNames(in fd: Int32) -> [String]? {
+    let copy = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard copy >= 0 else { return nil }
+    guard let dir = fdopendir(copy) else {
+        close(copy)
+        return nil
+    }
+    return names(in: dir)
+}
+
+private func names(in dir: OpaquePointer?) -> [String]? {
+    guard let dir else { return nil }
     defer { closedir(dir) }
     var names: [String] = []
     while let entry = readdir(dir) {

@@ -1,3 +1,4 @@
+import CLinux
 import Crypto
 import PyzfsCore
 #if canImport(Glibc)
@@ -7,34 +8,56 @@ import Glibc
 /// Where FUSE cannot be had, `pyzfs run --fallback=extract` runs the app from a copy extracted
 /// once into a content-addressed cache.
 ///
-/// - Key: SHA-256 of the central directory (every name, size, CRC and offset) and the archive's
-///   size: known without reading the archive. Each entry records the SHA-256 of the whole
-///   archive and the file identities (device, inode, size, mtime) already checked against it,
-///   so a later start of the same file reads nothing more, and another file with the same
-///   directory is hashed once before its entry is trusted (CRC-32s are easy to forge).
-/// - Concurrency: an entry is extracted under an exclusive lock into a temporary directory and
-///   renamed into place; a running app holds a shared lock, which `pyzfs cache clean` respects.
+/// - Key: SHA-256 of the central directory (every name, size, CRC and offset), the archive's
+///   size and the options that shape the tree (`symlinks=`, `umask=`, `uid=`, `gid=`): known
+///   without reading the archive. Each entry records the SHA-256 of the whole archive and the
+///   file identities (device, inode, size, mtime) already checked against it, so a later start
+///   of the same file reads nothing more, and another file with the same directory is hashed
+///   once before its entry is trusted (CRC-32s are easy to forge).
+/// - Layout: `KEY/` holds `manifest` and the tree in `app/`; `KEY.lock` is its build lock;
+///   `KEY.tmp-XXXXXX` is a build, or an entry being removed.
+/// - Concurrency: a start takes a shared lock on the entry's directory and keeps it across exec
+///   into the app (so `pyzfs cache clean` sees it in use); only a build takes `KEY.lock`
+///   exclusively, so a start waits for a build, never for a running app. A build extracts into
+///   a new temporary directory, syncs it and renames it into place.
 /// - Safety: only the tree's normalised names are created (no `..`, no `/`, no absolute
 ///   names, no links out of the tree), each relative to its parent directory's descriptor with
 ///   O_NOFOLLOW, so nothing is written outside the entry whatever the member names.
 enum ExtractionCache {
     /// The cache directory, and a note when it is not the first choice.
     static func root() throws(Failure) -> (path: String, note: String?) {
-        let uid = getuid()
         var candidates: [(String, String)] = []
-        if let x = readEnvironment("XDG_CACHE_HOME"), !x.isEmpty {
+        if let x = absoluteEnvironment("XDG_CACHE_HOME") {
             candidates.append((x + "/pyzfs", "$XDG_CACHE_HOME"))
-        } else if let home = readEnvironment("HOME"), !home.isEmpty {
+        } else if let home = absoluteEnvironment("HOME") {
             candidates.append((home + "/.cache/pyzfs", "$HOME/.cache"))
         }
-        if let r = readEnvironment("XDG_RUNTIME_DIR"), !r.isEmpty { candidates.append((r + "/pyzfs", "$XDG_RUNTIME_DIR")) }
-        candidates.append(("/tmp/pyzfs-\(uid)", "/tmp"))
+        if let r = absoluteEnvironment("XDG_RUNTIME_DIR") { candidates.append((r + "/pyzfs", "$XDG_RUNTIME_DIR")) }
+        candidates.append(("/tmp/pyzfs-\(getuid())", "/tmp"))
         var skipped: [String] = []
         for (path, what) in candidates {
-            if makePrivateDirectory(path) { return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)") }
-            skipped.append("\(what) is not writable (\(errnoText(errno)))")
+            if let reason = unusableReason(path) {
+                skipped.append("\(what) \(reason)")
+                continue
+            }
+            return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)")
         }
-        throw Failure(Exit.runFailed, "no cache directory can be written: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to a writable directory")
+        throw Failure(Exit.runFailed, "no cache directory can be used: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec")
+    }
+
+    /// The value of environment variable `name` when it is an absolute path: the XDG Base
+    /// Directory specification says relative values are to be ignored.
+    static func absoluteEnvironment(_ name: String) -> String? {
+        guard let value = readEnvironment(name), value.hasPrefix("/") else { return nil }
+        return value
+    }
+
+    /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
+    static func unusableReason(_ path: String) -> String? {
+        guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
+        // Extension modules are mapped executable: from a noexec file system every .so fails.
+        guard pyzfs_is_noexec(path) == 0 else { return "is on a noexec file system" }
+        return nil
     }
 
     /// Creates `path` (and its parents) as this user's, mode 0700; refuses one owned by someone
@@ -48,10 +71,11 @@ enum ExtractionCache {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { errno = ENOTDIR; return false }
         guard st.st_uid == getuid() else { errno = EPERM; return false }
-        return access(path, W_OK | X_OK) == 0
+        return isWritableDirectory(path)
     }
 
-    /// The entry key of an archive: SHA-256 of its central directory and size.
+    /// The entry key of an archive opened with some options: SHA-256 of its central directory,
+    /// its size and the options that change the tree.
     static func key(of opened: OpenedArchive) -> String {
         var hasher = SHA256()
         let index = opened.index
@@ -59,6 +83,9 @@ enum ExtractionCache {
             hasher.update(data: directory)
         }
         withUnsafeBytes(of: opened.file.size.littleEndian) { hasher.update(bufferPointer: $0) }
+        let fs = opened.filesystem
+        let options = fs.tree.options
+        hasher.update(data: Array("symlinks=\(options.symlinks.rawValue) umask=\(options.umask) uid=\(fs.ownership.uid) gid=\(fs.ownership.gid)".utf8))
         return hex(hasher.finalize()).prefix(40).description
     }
 
@@ -73,95 +100,214 @@ enum ExtractionCache {
         "\(file.device):\(file.inode):\(file.size):\(file.modificationTime)"
     }
 
-    /// A directory holding the extracted app, extracting it first if need be. The returned
-    /// directory's shared lock is held by this process (and the app it becomes).
+    /// The directory of the extracted app, extracting it first if need be. A shared lock on
+    /// its entry is held by this process (and the app it becomes).
     static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
         let (root, note) = try root()
         if let note { log.warning("\(note)") }
         var key = key(of: opened)
         for _ in 0..<2 {
             let entry = root + "/" + key
-            let lockFD = open(entry + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard lockFD >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(entry).lock: \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean") }
-            flock(lockFD, LOCK_EX)
-            let result = try ensureExtracted(opened, entry: entry)
-            switch result {
-            case .ready:
-                // Keep a shared lock for the app's life (the descriptor survives exec).
-                flock(lockFD, LOCK_SH)
-                _ = fcntl(lockFD, F_SETFD, 0)
+            var found = try openEntry(entry, opened)
+            if case .missing = found {
+                let buildLock = try lock(entry + ".lock", LOCK_EX)!  // waits: never nil
+                found = try openEntry(entry, opened)  // another start may have built it meanwhile
+                if case .missing = found {
+                    try build(opened, entry: entry)
+                    found = try openEntry(entry, opened)
+                }
+                close(buildLock)
+            }
+            switch found {
+            case let .ready(fd):
+                _ = fcntl(fd, F_SETFD, 0)  // the app keeps the shared lock
                 utimes(entry, nil)
-                return entry
+                return entry + "/app"
             case let .collision(fullHash):
-                flock(lockFD, LOCK_UN)
-                close(lockFD)
                 key = fullHash  // same directory, other bytes: keyed by the whole file instead
+            case .missing:
+                throw Failure(Exit.runFailed, "cannot use the cache entry \(entry): it vanished as it was made; clear the cache with pyzfs cache clean")
             }
         }
         throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path): its entries keep colliding; clear the cache with pyzfs cache clean")
     }
 
-    enum Outcome { case ready, collision(String) }
+    enum Found { case ready(Int32), missing, collision(String) }
 
-    /// With the entry's lock held: checks an existing entry or extracts a new one.
-    static func ensureExtracted(_ opened: OpenedArchive, entry: String) throws(Failure) -> Outcome {
-        let manifest = entry + ".manifest"
-        var st = stat()
-        if lstat(entry, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, let text = readSmallFile(manifest) {
+    /// Looks for a complete entry made from this archive, and share-locks it (`.ready` holds
+    /// the locked descriptor of its directory).
+    static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
+        while true {
+            let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else {
+                if errno == ENOENT { return .missing }
+                throw Failure(Exit.runFailed, "cannot open the cache entry \(entry): \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean")
+            }
+            flock(fd, LOCK_SH)
+            // `cache clean` renames an entry away under its exclusive lock: this one may be gone.
+            guard isSameFile(fd, entry) else { close(fd); continue }
+            let manifest = entry + "/manifest"
+            var st = stat()
+            guard let text = readSmallFile(manifest), text.hasPrefix("sha256 "),
+                  lstat(entry + "/app", &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+                close(fd)
+                return .missing
+            }
             let lines = text.split(separator: "\n").map(String.init)
             let identity = identity(of: opened.file)
-            if lines.dropFirst(2).contains(identity) { return .ready }
+            if lines.dropFirst(2).contains(identity) { return .ready(fd) }
             let full = try fullHash(of: opened.file)
-            guard lines.first == "sha256 " + full else { return .collision(full) }
+            guard lines.first == "sha256 " + full else { close(fd); return .collision(full) }
             _ = appendFile(manifest, identity + "\n")
-            return .ready
+            return .ready(fd)
         }
-        // A new entry: extract beside it, then rename into place.
-        let full = try fullHash(of: opened.file)
-        let temporary = entry + ".tmp-\(getpid())"
-        run(["rm", "-rf", "--one-file-system", temporary])
-        try extract(opened, into: temporary)
-        let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
-        guard writeNewFile(manifest, text), rename(temporary, entry) == 0 else {
-            throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
-        }
-        return .ready
     }
 
-    /// Extracts every node of the tree into `directory` (which must not exist).
+    /// With the entry's build lock held: extracts into a new temporary directory beside the
+    /// entry, syncs it and renames it into place; on any failure nothing is left.
+    static func build(_ opened: OpenedArchive, entry: String) throws(Failure) {
+        var st = stat()
+        if lstat(entry, &st) == 0 {
+            // Incomplete or of an older layout.
+            guard try discard(entry) else {
+                throw Failure(Exit.runFailed, "cannot replace the incomplete cache entry \(entry): an app is using it; run again when it has exited")
+            }
+        }
+        let full = try fullHash(of: opened.file)
+        let temporary = try makeTemporary(entry)
+        do throws(Failure) {
+            try extract(opened, into: temporary + "/app")
+            let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
+            guard writeNewFile(temporary + "/manifest", text) else {
+                throw Failure(Exit.runFailed, "cannot write \(temporary)/manifest: \(errnoText(errno)); check the free space of the cache directory")
+            }
+            // One syncfs for the whole tree: an fsync per file costs seconds on a large app.
+            let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let synced = fd >= 0 && pyzfs_syncfs(fd) == 0
+            if fd >= 0 { close(fd) }
+            guard synced, rename(temporary, entry) == 0, syncDirectory(parentOf(entry)) else {
+                throw Failure(Exit.runFailed, "cannot complete the cache entry \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
+            }
+        } catch let failure {
+            _ = removeTree(temporary)
+            throw failure
+        }
+    }
+
+    /// A new, empty `ENTRY.tmp-XXXXXX` directory.
+    static func makeTemporary(_ entry: String) throws(Failure) -> String {
+        var template = Array("\(entry).tmp-XXXXXX".utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw Failure(Exit.runFailed, "cannot create a directory beside \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
+        }
+        return string(fromCString: p)
+    }
+
+    /// Removes an entry unless an app uses it (the caller holds its build lock): renamed to a
+    /// temporary name first, so that no start sees it half removed. False when it is in use.
+    static func discard(_ entry: String) throws(Failure) -> Bool {
+        let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(entry): \(errnoText(errno))") }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
+        let temporary = try makeTemporary(entry)
+        // Onto the empty directory mkdtemp made: rename(2) replaces an empty directory.
+        guard rename(entry, temporary) == 0 else {
+            throw Failure(Exit.runFailed, "cannot move \(entry) aside: \(errnoText(errno)); check the cache directory's permissions")
+        }
+        let e = removeTree(temporary)
+        guard e == 0 else { throw Failure(Exit.runFailed, "cannot remove \(temporary): \(errnoText(e)); check who owns it") }
+        return true
+    }
+
+    /// Opens (creating it) and locks the lock file `path` with `operation`, retrying until the
+    /// file locked is the one the name holds (`cache clean` unlinks a lock it holds).
+    /// Returns nil when `operation` has LOCK_NB and someone else holds it.
+    static func lock(_ path: String, _ operation: Int32) throws(Failure) -> Int32? {
+        while true {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(path): \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean") }
+            guard flock(fd, operation) == 0 else {
+                let e = errno
+                close(fd)
+                if e == EWOULDBLOCK { return nil }
+                throw Failure(Exit.runFailed, "cannot lock \(path): \(errnoText(e))")
+            }
+            if isSameFile(fd, path) { return fd }
+            close(fd)
+        }
+    }
+
+    /// Whether descriptor `fd` is the file `path` names now.
+    static func isSameFile(_ fd: Int32, _ path: String) -> Bool {
+        var held = stat(), named = stat()
+        return fstat(fd, &held) == 0 && lstat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino
+    }
+
+    static func parentOf(_ path: String) -> String {
+        String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+    }
+
+    static func syncDirectory(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return fsync(fd) == 0
+    }
+
+    /// Extracts every node of the tree into `directory` (which must not exist), depth first
+    /// with one directory open at a time, so that no depth or width runs out of descriptors.
     static func extract(_ opened: OpenedArchive, into directory: String) throws(Failure) {
         let fs = opened.filesystem
         let tree = fs.tree
         guard mkdir(directory, 0o700) == 0 else { throw Failure(Exit.runFailed, "cannot create \(directory): \(errnoText(errno))") }
-        var fds = [Int32](repeating: -1, count: tree.nodes.count)
-        fds[Tree.root] = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        defer { for fd in fds where fd >= 0 { close(fd) } }
+        var fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(directory): \(errnoText(errno))") }
+        defer { close(fd) }
         let total = tree.nodes.reduce(UInt64(0)) { $0.addingSaturating($1.kind == .file ? tree.index.entries[Int($1.entry)].uncompressedSize : 0) }
         let progress = Progress(total: total, label: "extracting \(opened.path)")
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        // Nodes come after their parents (each is created when its path is first seen).
-        for i in 1..<tree.nodes.count where !tree.nodes[i].isHidden {
-            let node = tree.nodes[i]
-            let parent = fds[Int(node.parent)]
-            guard parent >= 0 else { continue }
-            let name = Array(tree.name(of: i)) + [0]
-            let path = tree.path(of: i)
-            let attributes = fs.attributes(of: i)
-            switch node.kind {
+        func fail(_ verb: String, _ i: Int) -> Failure {
+            Failure(Exit.runFailed, "cannot \(verb) \(directory)/\(tree.path(of: i)): \(errnoText(errno)); check the free space of the cache directory and the limits (ulimit) of this process")
+        }
+        // The directories being filled, each with the position of its next child.
+        var stack: [(node: Int, next: Int)] = [(Tree.root, 0)]
+        while let top = stack.last {
+            let (node, next) = top
+            let children = tree.children(of: node)
+            guard next < children.count else {
+                stack.removeLast()
+                // Its contents are complete: its mode can be set (a read-only directory refuses
+                // new entries); `..` is opened first, as the mode may forbid the lookup.
+                let parent = stack.isEmpty ? -1 : openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard stack.isEmpty || parent >= 0 else { throw fail("open the parent of", node) }
+                let mode = node == Tree.root ? 0o700 : mode_t(fs.attributes(of: node).mode & 0o777)
+                guard fchmod(fd, mode) == 0 else { throw fail("set the mode of", node) }
+                if parent >= 0 {
+                    close(fd)
+                    fd = parent
+                }
+                continue
+            }
+            stack[stack.count - 1].next += 1
+            let i = Int(children[children.startIndex + next])
+            let name = Array(tree.name(of: i)).map { CChar(bitPattern: $0) } + [0]
+            switch tree.nodes[i].kind {
             case .directory:
-                guard mkdirat(parent, name.map { CChar(bitPattern: $0) }, 0o700) == 0 || errno == EEXIST else {
-                    throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))")
-                }
-                fds[i] = openat(parent, name.map { CChar(bitPattern: $0) }, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard mkdirat(fd, name, 0o700) == 0 else { throw fail("create", i) }
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { throw fail("open", i) }
+                close(fd)
+                fd = child
+                stack.append((i, 0))
             case .symlink:
-                let target = (tree.symlinkTargets[UInt32(i)] ?? []) + [0]
-                guard symlinkat(target.map { CChar(bitPattern: $0) }, parent, name.map { CChar(bitPattern: $0) }) == 0 else {
-                    throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))")
-                }
+                let target = (tree.symlinkTargets[UInt32(i)] ?? []).map { CChar(bitPattern: $0) } + [0]
+                guard symlinkat(target, fd, name) == 0 else { throw fail("create", i) }
             case .file:
-                let fd = openat(parent, name.map { CChar(bitPattern: $0) }, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-                guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot create \(path): \(errnoText(errno))") }
-                defer { close(fd) }
+                let file = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard file >= 0 else { throw fail("create", i) }
+                defer { close(file) }
+                let attributes = fs.attributes(of: i)
                 var offset: UInt64 = 0
                 while offset < attributes.size {
                     let n: Int
@@ -171,29 +317,88 @@ enum ExtractionCache {
                             return bytes.count
                         }
                     } catch {
-                        throw Failure(Exit.runFailed, "cannot extract \(path): \(error)")
+                        throw Failure(Exit.runFailed, "cannot extract \(tree.path(of: i)): \(error)")
                     }
-                    guard n > 0, buffer.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, n) }) == n else {
-                        throw Failure(Exit.runFailed, "cannot write \(path): \(errnoText(errno))")
-                    }
+                    guard n > 0, buffer.withUnsafeBytes({ Glibc.write(file, $0.baseAddress, n) }) == n else { throw fail("write", i) }
                     offset += UInt64(n)
                     progress.advance(UInt64(n))
                 }
-                fchmod(fd, mode_t(attributes.mode & 0o777))
                 var times = [timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0), timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0)]
-                futimens(fd, &times)
+                guard fchmod(file, mode_t(attributes.mode & 0o777)) == 0, futimens(file, &times) == 0 else { throw fail("set the mode of", i) }
             }
-        }
-        // Directory modes and times last (a read-only directory would refuse its own contents).
-        for i in 0..<tree.nodes.count where tree.nodes[i].kind == .directory && fds[i] >= 0 {
-            let a = fs.attributes(of: i)
-            fchmod(fds[i], mode_t(i == Tree.root ? 0o700 : a.mode & 0o777))
         }
         progress.finish()
     }
 
+    /// Removes the tree at `path`, making read-only directories writable first; never leaves
+    /// its file system. Returns 0 or the errno of the first failure.
+    static func removeTree(_ path: String) -> Int32 {
+        let e = walkTree(path, entering: { fd in
+            var st = stat()
+            // A read-only directory (0555 in the archive) refuses the removal of its contents.
+            return fstat(fd, &st) == 0 && (st.st_mode & 0o700 == 0o700 || fchmod(fd, 0o700) == 0)
+        }, visit: { parent, name, st in
+            unlinkat(parent, name, (st.st_mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0) == 0
+        })
+        guard e == 0 else { return e }
+        return rmdir(path) == 0 ? 0 : errno
+    }
+
+    /// Bytes allocated to the tree at `path`, as du counts them.
+    static func diskUsage(_ path: String) -> UInt64 {
+        var total: UInt64 = 0
+        var st = stat()
+        if lstat(path, &st) == 0 { total += UInt64(st.st_blocks) * 512 }
+        _ = walkTree(path, entering: { _ in true }, visit: { _, _, st in
+            total += UInt64(st.st_blocks) * 512
+            return true
+        })
+        return total
+    }
+
+    /// Walks the tree at `path` depth first with one directory open at a time (and one listing),
+    /// calling `entering` with each directory's descriptor before its contents and `visit` with
+    /// every entry below `path` (a directory after its contents), its parent's descriptor and
+    /// its lstat. Does not descend into another file system. Returns 0 or the first errno.
+    static func walkTree(_ path: String, entering: (Int32) -> Bool, visit: (Int32, String, stat) -> Bool) -> Int32 {
+        var fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        var top = stat()
+        guard fstat(fd, &top) == 0, entering(fd), let names = directoryNames(in: fd) else { return errno }
+        var stack: [(name: String, names: [String])] = [("", names)]
+        while !stack.isEmpty {
+            if let name = stack[stack.count - 1].names.popLast() {
+                var st = stat()
+                guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno }
+                guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                    guard visit(fd, name, st) else { return errno }
+                    continue
+                }
+                guard st.st_dev == top.st_dev else { return EXDEV }
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { return errno }
+                close(fd)
+                fd = child
+                guard entering(fd), let inner = directoryNames(in: fd) else { return errno }
+                stack.append((name, inner))
+            } else {
+                let done = stack.removeLast()
+                guard !stack.isEmpty else { break }
+                var st = stat()
+                let parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard parent >= 0, fstat(fd, &st) == 0 else { return errno }
+                close(fd)
+                fd = parent
+                guard visit(fd, done.name, st) else { return errno }
+            }
+        }
+        return 0
+    }
+
+    /// Creates `path` with `text`.
     static func writeNewFile(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         let bytes = Array(text.utf8)
@@ -207,8 +412,6 @@ enum ExtractionCache {
         let bytes = Array(text.utf8)
         return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
     }
-
-    static func run(_ argv: [String]) { _ = runProgram(argv) }
 }
 
 /// Progress on a terminal for long work (nothing when stderr is not a terminal or the work is small).

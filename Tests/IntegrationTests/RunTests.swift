@@ -235,10 +235,14 @@ struct RunTests {
     }
 
     /// Runs `pyzfs run ARGS` in a private mount namespace whose /dev is an empty tmpfs.
-    func withoutFUSE(_ args: [String], environment: [String: String] = [:], prelude: String = "") -> RunResult {
-        run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh", pyzfs, "run"] + args,
-            environment: environment)
+    func withoutFUSE(_ args: [String], environment: [String: String] = [:], prelude: String = "", timeout: Double = 300) -> RunResult {
+        run(withoutFUSECommand(args, prelude: prelude), environment: environment, timeout: timeout)
+    }
+
+    /// The command line of `withoutFUSE`, run by `user` (a setpriv command, say) when given.
+    func withoutFUSECommand(_ args: [String], prelude: String = "", user: [String] = []) -> [String] {
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh"] + user + [pyzfs, "run"] + args
     }
 
     @Test("without /dev/fuse: one line that says what would fix it; --fallback=extract runs from a cache",
@@ -260,7 +264,7 @@ struct RunTests {
         #expect(entries.count == 1, "\(entries)")
         #expect(!FileManager.default.fileExists(atPath: cache + "/escape.txt"))
         #expect(!FileManager.default.fileExists(atPath: cache + "/pyzfs/escape.txt"))
-        #expect(FileManager.default.fileExists(atPath: cache + "/pyzfs/\(entries[0])/data.txt"))
+        #expect(FileManager.default.fileExists(atPath: cache + "/pyzfs/\(entries[0])/app/data.txt"))
         let list = run([pyzfs, "cache", "list"], environment: ["XDG_CACHE_HOME": cache])
         #expect(list.stdout.contains(entries[0]) && list.stdout.contains(app), "\(list)")
         let clean = run([pyzfs, "cache", "clean"], environment: ["XDG_CACHE_HOME": cache])

@@ -25,4 +25,10 @@ int pyzfs_siginfo_from_process(const siginfo_t *info);
 /// before any other thread exists, and threads started later inherit the result.
 /// Returns 0, or -1 with errno (nothing is undone: what was dropped stays dropped).
 int pyzfs_drop_privileges(uint64_t keep);
+/// syncfs(2): writes out the file system holding `fd` (the extraction cache syncs a whole tree
+/// with one call instead of an fsync per file).
+int pyzfs_syncfs(int fd);
+/// Whether the file system holding `path` is mounted noexec (statvfs's ST_NOEXEC): 1, 0, or -1
+/// with errno.
+int pyzfs_is_noexec(const char *path);
 #endif
