@@ -212,13 +212,7 @@ public final class Server {
             var byte: UInt8 = 0
             while Glibc.read(fd, &byte, 1) != 0 && (errno == EINTR || errno == 0) {}
             if umount2(target, Int32(MNT_DETACH)) != 0, let fusermount = Fusermount.path() {
-                var pid: pid_t = 0
-                var argv: [UnsafeMutablePointer<CChar>?] = [strdup(fusermount), strdup("-u"), strdup("-z"), strdup(target), nil]
-                defer { argv.forEach { free($0) } }
-                if posix_spawn(&pid, fusermount, nil, nil, &argv, environ) == 0 {
-                    var status: Int32 = 0
-                    waitpid(pid, &status, 0)
-                }
+                _ = Subprocess.run([fusermount, "-u", "-z", target])
             }
         }
     }

@@ -249,41 +249,16 @@ struct InterpreterProbe {
                     (i.cache_tag + "-" + i._multiarch) if getattr(i, "_multiarch", None) and i.cache_tag else "",
                     os.uname().machine, libc, version]))
     """
-    let pid: pid_t
-    let fd: Int32
+    let process: Subprocess
 
     /// Starts the interpreter; `finish()` collects its answer.
     static func start(_ python: String) -> InterpreterProbe? {
-        var fds: [Int32] = [-1, -1]
-        guard makePipe(&fds) else { return nil }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var pid: pid_t = 0
-        let arguments = [python, "-I", "-S", "-c", Self.script]
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, python, &actions, nil, &argv, environ)
-        close(fds[1])
-        guard rc == 0 else { close(fds[0]); return nil }
-        return InterpreterProbe(pid: pid, fd: fds[0])
+        Subprocess.start([python, "-I", "-S", "-c", Self.script], captureOutput: true, quiet: true).map { InterpreterProbe(process: $0) }
     }
 
     /// The interpreter's answer (nil if it gave none).
     func finish() -> InterpreterFacts? {
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1024)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            out += chunk[0..<n]
-        }
-        close(fd)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let out = process.finish().output
         let f = String(decoding: out, as: UTF8.self).trimmingCharacters(in: " \n").split(separator: "|", omittingEmptySubsequences: false).map(String.init)
         guard f.count == 7, !f[0].isEmpty else { return nil }
         return InterpreterFacts(version: f[0], implementation: f[1], cacheTag: f[2].isEmpty ? nil : f[2],

@@ -191,11 +191,10 @@ struct Launcher {
             if n <= 0 { break }
             bytes += chunk[0..<n]
         }
-        var status: Int32 = 0
-        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        let status = WaitStatus.wait(for: child)
         let text = String(decoding: bytes, as: UTF8.self)
         if text == "ok" { return nil }
-        return MountFailure(encoded: text) ?? .failed("the trial of a private namespace ended without an answer (wait status \(status))")
+        return MountFailure(encoded: text) ?? .failed("the trial of a private namespace \(status.map { "\($0)" } ?? "vanished") without an answer")
     }
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the

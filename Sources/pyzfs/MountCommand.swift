@@ -182,9 +182,8 @@ struct Mounter {
             if let hint { log.info("\(hint)") }
             _exit(0)
         }
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        fail(Failure(Exit.software, "the server exited before the mount was ready (wait status \(status)); run pyzfs mount -f -d to see why"),
+        let status = WaitStatus.wait(for: pid).map { "\($0)" } ?? "vanished"
+        fail(Failure(Exit.software, "the server \(status) before the mount was ready; run pyzfs mount -f -d to see why"),
              mountpoint: mountpoint)
     }
 

@@ -95,9 +95,9 @@ enum Supervisor {
     }
 
     /// Exits as the app did: its code, or (unless init, which cannot) the same signal.
-    static func finish(_ status: Int32, isInit: Bool) -> Never {
-        let signal = status & 0x7f
-        if signal == 0 { exit((status >> 8) & 0xff) }
+    static func finish(_ raw: Int32, isInit: Bool) -> Never {
+        let status = WaitStatus(raw: raw)
+        guard let signal = status.signal else { exit(status.exitCode ?? 0) }
         if !isInit {
             Glibc.signal(signal, SIG_DFL)
             var set = sigset_t()

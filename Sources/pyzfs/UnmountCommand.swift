@@ -83,16 +83,10 @@ func resolveMountPoint(_ path: String) -> String {
     return current
 }
 
-/// Runs a program found on PATH and returns its exit status (or 127).
+/// Runs a program found on PATH and returns its exit status as a shell shows it (127: it
+/// could not be started).
 func runProgram(_ argv: [String]) -> Int32 {
-    var pid: pid_t = 0
-    var cArgs = argv.map { strdup($0) } + [nil]
-    defer { cArgs.forEach { free($0) } }
-    let rc = posix_spawnp(&pid, argv[0], nil, nil, &cArgs, environ)
-    guard rc == 0 else { return 127 }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    Subprocess.run(argv)?.status?.shellCode ?? 127
 }
 
 func currentDirectory() -> String {
