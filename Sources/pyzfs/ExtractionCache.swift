@@ -158,7 +158,7 @@ enum ExtractionCache {
             if lines.dropFirst(2).contains(identity) { return .ready(fd) }
             let full = try fullHash(of: opened.file)
             guard lines.first == "sha256 " + full else { close(fd); return .collision(full) }
-            _ = appendFile(manifest, identity + "\n")
+            _ = writeFile(manifest, identity + "\n", flags: O_APPEND | O_NOFOLLOW)
             return .ready(fd)
         }
     }
@@ -178,7 +178,7 @@ enum ExtractionCache {
         do throws(Failure) {
             try extract(opened, into: temporary + "/app")
             let text = "sha256 \(full)\narchive \(opened.path)\n\(identity(of: opened.file))\n"
-            guard writeNewFile(temporary + "/manifest", text) else {
+            guard writeFile(temporary + "/manifest", text, flags: O_CREAT | O_EXCL | O_NOFOLLOW) else {
                 throw Failure(Exit.runFailed, "cannot write \(temporary)/manifest: \(errnoText(errno)); check the free space of the cache directory")
             }
             // One syncfs for the whole tree: an fsync per file costs seconds on a large app.
@@ -396,22 +396,6 @@ enum ExtractionCache {
         return 0
     }
 
-    /// Creates `path` with `text`.
-    static func writeNewFile(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
-    }
-
-    static func appendFile(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
-    }
 }
 
 /// Progress on a terminal for long work (nothing when stderr is not a terminal or the work is small).

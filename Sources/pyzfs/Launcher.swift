@@ -390,11 +390,3 @@ func execute(_ argv: [String]) -> Never {
     writeAll(2, "pyzfs: cannot execute \(argv[0]): \(errnoText(e))\n")
     _exit(e == ENOENT ? Exit.notFound : Exit.cannotExecute)
 }
-
-func writeFile(_ path: String, _ text: String) -> Bool {
-    let fd = open(path, O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    let bytes = Array(text.utf8)
-    return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
-}

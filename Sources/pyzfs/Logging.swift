@@ -88,16 +88,27 @@ struct PyzfsLogHandler: LogHandler {
     }
 }
 
-/// Writes a whole string to a descriptor.
-func writeAll(_ fd: Int32, _ text: String) {
+/// Writes a whole string to a descriptor (short writes and EINTR retried); false on an error.
+@discardableResult
+func writeAll(_ fd: Int32, _ text: String) -> Bool {
     var bytes = Array(text.utf8)
     var done = 0
     while done < bytes.count {
         let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
         if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
+        if n <= 0 { return false }
         done += n
     }
+    return true
+}
+
+/// Writes `text` whole to `path`, opened write-only and close-on-exec with `flags` added
+/// (O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW...): the one way pyzfs writes a file.
+func writeFile(_ path: String, _ text: String, flags: Int32 = 0, mode: mode_t = 0o600) -> Bool {
+    let fd = open(path, O_WRONLY | O_CLOEXEC | flags, mode)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    return writeAll(fd, text)
 }
 
 let log: Logger = {
