@@ -4,9 +4,10 @@ import PyzfsCore
 import Glibc
 #endif
 
-/// How an app in an archive is started from its mount: plain zipapps run `__main__.py`; shiv and
-/// pex archives (whose own start-up code would extract them into ~/.shiv or ~/.cache/pex) are
-/// started in place from their metadata (`BundledApp`), by a small Python program
+/// How an app in an archive is started from its mount: plain zipapps run `__main__.py` as
+/// `python3 ARCHIVE` would (`AppLayout.zipappBootstrap`); shiv and pex archives (whose own
+/// start-up code would extract them into ~/.shiv or ~/.cache/pex) are started in place from
+/// their metadata (`BundledApp`), by a small Python program
 /// (`AppLayout.bootstrap`) that sets sys.path, the environment and sys.argv as the tool would,
 /// with the mount in place of the extracted copy, and runs the entry point. Nothing is written.
 ///
@@ -14,6 +15,8 @@ import Glibc
 /// archive fails with nothing to undo), `command(root:)` gives the command once `root` is known.
 struct AppLayout {
     let interpreter: Interpreter
+    /// The archive as the caller wrote it: the app's `sys.argv[0]`.
+    let archive: String
     let arguments: [String]
     /// The shiv or pex metadata; nil for a plain zipapp.
     let bundled: BundledApp?
@@ -24,11 +27,12 @@ struct AppLayout {
     /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,
     ///   names a script the archive does not have, or an override is invalid; 127 when a
     ///   --sh-boot pex finds no python3 on PATH.
-    init(_ opened: OpenedArchive, interpreter: Interpreter, arguments: [String],
+    init(_ opened: OpenedArchive, archive: String, interpreter: Interpreter, arguments: [String],
          environment: (String) -> String? = readEnvironment) throws(Failure) {
+        self.archive = archive
         self.arguments = arguments
         bundled = try BundledApp(opened)
-        settings = try bundled.map { app throws(Failure) in try Self.settings(for: app, archive: opened.path, environment: environment) } ?? []
+        settings = try bundled.map { app throws(Failure) in try Self.settings(for: app, archive: archive, environment: environment) } ?? []
         self.interpreter = bundled == nil ? interpreter : try Self.python(for: interpreter, archive: opened.path)
     }
 
@@ -44,10 +48,12 @@ struct AppLayout {
     }
 
     /// The command that runs the app mounted on (or extracted to) `root`: for a plain zipapp
-    /// `[python] + #! arguments + [root] + arguments`; for shiv and pex
+    /// `[python] + #! arguments + ["-c", zipappBootstrap, root, archive] + arguments`; for shiv and pex
     /// `[python] + #! arguments + pex's inject_python_args + ["-c", bootstrap, N, N settings] + arguments`.
     func command(root: String) -> [String] {
-        guard let bundled else { return interpreter.command(appDirectory: root, arguments: arguments) }
+        guard let bundled else {
+            return [interpreter.path] + interpreter.leadingArguments + ["-c", Self.zipappBootstrap, root, archive] + arguments
+        }
         let told = ["root=\(root)"] + settings
         return [interpreter.path] + interpreter.leadingArguments + bundled.injectPythonArguments
             + ["-c", Self.bootstrap, String(told.count)] + told + arguments

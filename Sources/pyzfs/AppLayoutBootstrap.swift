@@ -1,3 +1,50 @@
+/// What both bootstraps define: an uncaught exception of the app is printed without the
+/// bootstrap's frames, as `python3 ARCHIVE` prints it. Raised again as it is (SIGINT's exit
+/// status, sys.exit and the app's own sys.excepthook kept), it meets a one-time excepthook that
+/// drops the leading frames of this program's globals before the app's hook (or the default)
+/// prints it.
+extension AppLayout {
+    static let hideLauncherFrames = #"""
+def hide_launcher_frames(error):
+    import sys
+    if isinstance(error, SystemExit):
+        return
+    launcher, hook = globals(), sys.excepthook
+    def excepthook(kind, value, tb):
+        sys.excepthook = hook
+        while tb is not None and tb.tb_frame.f_globals is launcher:
+            tb = tb.tb_next
+        hook(kind, value.with_traceback(tb), tb)
+    sys.excepthook = excepthook
+"""#
+
+    /// The Python program that runs a plain zipapp from its mount
+    /// (`python -c BOOTSTRAP ROOT ARCHIVE ARGS...`) as `python3 ARCHIVE` runs it: sys.argv[0] is
+    /// the archive as written, sys.path[0] the mount, and `__main__.py` runs through runpy as
+    /// CPython runs a directory (`__file__`, `__spec__`, `__package__` and a `__main__`
+    /// namespace without the bootstrap's names).
+    static let zipappBootstrap = #"""
+# pyzfs: runs a zipapp from its mount as `python3 ARCHIVE` would.
+\#(hideLauncherFrames)
+def main():
+    import runpy, sys
+    hide = globals().pop("hide_launcher_frames")
+    del globals()["main"]
+    root, archive = sys.argv[1:3]
+    sys.argv[:] = [archive] + sys.argv[3:]
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # the working directory, which -c puts first
+    sys.path.insert(0, root)
+    try:
+        runpy._run_module_as_main("__main__", False)
+    except BaseException as error:
+        hide(error)
+        raise
+
+main()
+"""#
+}
+
 /// The Python program `pyzfs run` gives the interpreter (`python -c BOOTSTRAP N SETTINGS... ARGS...`)
 /// to start a shiv or pex app from its mount; `AppLayout.command` writes the settings. It must
 /// stay valid for every Python 3 the tools support, and cheap: it imports little beyond what the
@@ -81,7 +128,11 @@ def main():
             fail("no %s on sys.path for the resource binding %s" % (resource, name))
         os.environ[name] = found[0]
     sys.argv[:] = [get("argv0")] + [expand(a) for a in settings.get("arg", [])] + arguments
-    run(get("kind"), at, *get("run").split(":", 1))
+    try:
+        run(get("kind"), at, *get("run").split(":", 1))
+    except BaseException as error:
+        hide_launcher_frames(error)
+        raise
 
 def run(kind, at, how, what=""):
     import runpy
@@ -193,6 +244,7 @@ def meets(constraint, version):
             return False
     return True
 
+\#(hideLauncherFrames)
 def fail(message):
     sys.stderr.write("pyzfs: %s\n" % message)
     sys.exit(125)
