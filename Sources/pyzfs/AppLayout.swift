@@ -31,9 +31,15 @@ struct AppLayout {
          environment: (String) -> String? = readEnvironment) throws(Failure) {
         self.archive = archive
         self.arguments = arguments
-        bundled = try BundledApp(opened)
-        settings = try bundled.map { app throws(Failure) in try Self.settings(for: app, archive: archive, environment: environment) } ?? []
-        self.interpreter = bundled == nil ? interpreter : try Self.python(for: interpreter, archive: opened.path)
+        let bundled = try BundledApp(opened)
+        let python = bundled == nil ? interpreter : try Self.python(for: interpreter, archive: opened.path)
+        self.bundled = bundled
+        self.interpreter = python
+        settings = try bundled.map { app throws(Failure) in
+            try Self.settings(for: app, archive: archive, environment: environment) {
+                InterpreterProbe.quickFacts(of: python.path) ?? InterpreterProbe.facts(of: python.path)
+            }
+        } ?? []
     }
 
     /// A pex built with --sh-boot starts with a /bin/sh script that looks for Python (its #! line
@@ -60,8 +66,8 @@ struct AppLayout {
     }
 
     /// The settings of a shiv or pex app, after the tools' overrides in `environment`.
-    private static func settings(for app: BundledApp, archive: String,
-                                 environment: (String) -> String?) throws(Failure) -> [String] {
+    private static func settings(for app: BundledApp, archive: String, environment: (String) -> String?,
+                                 facts: () -> InterpreterFacts?) throws(Failure) -> [String] {
         let entry: BundledApp.Entry, injectsArguments: Bool
         do {
             (entry, injectsArguments) = try app.entry(environment: environment)
@@ -80,20 +86,25 @@ struct AppLayout {
         case .interpreter: settings += ["argv0=\(archive)", "run=interpreter"]
         }
 
-        // The distributions' directories; where a project has a wheel per platform (a pex built
-        // for several), each with its tags, for the bootstrap to take those this interpreter loads.
-        var wheelsPerProject: [String: Int] = [:]
-        for d in app.distributions { wheelsPerProject[d.name.lowercased(), default: 0] += 1 }
-        var listed: Set<String> = []
-        for d in app.distributions {
-            let project = d.name.lowercased()
-            for path in d.sysPath where listed.insert(path).inserted {  // shiv's share site-packages
-                if let tags = d.wheelTags, wheelsPerProject[project, default: 0] > 1 {
-                    settings.append("wheel=\(project):\(tags):\(path)")
-                } else {
-                    settings.append("path=\(path)")
-                }
+        // The distributions' directories; of a project with a wheel per platform (a pex built
+        // for several), only the one pex would pick for this interpreter.
+        var wheels: [String: [BundledApp.Distribution]] = [:]
+        for d in app.distributions where d.wheelTags != nil { wheels[d.name.lowercased(), default: []].append(d) }
+        var listed: Set<String> = []  // shiv's distributions share site-packages
+        let choices = wheels.filter { $0.value.count > 1 }.sorted { $0.key < $1.key }
+        if !choices.isEmpty {
+            guard let facts = facts() else {
+                throw Failure(Exit.runFailed, "cannot run \(archive) as a pex: it has a wheel per platform of \(choices[0].key), and the interpreter did not say which it loads")
             }
+            for (project, candidates) in choices {
+                guard let pick = facts.preferredWheel(candidates.map { $0.wheelTags! }) else {
+                    throw Failure(Exit.runFailed, "cannot run \(archive) as a pex: it has no wheel of \(project) that Python \(facts.summary) loads (\(candidates.map { $0.wheelTags! }.joined(separator: ", ")))")
+                }
+                for (i, other) in candidates.enumerated() where i != pick { listed.formUnion(other.sysPath) }
+            }
+        }
+        for d in app.distributions {
+            for path in d.sysPath where listed.insert(path).inserted { settings.append("path=\(path)") }
         }
         for path in app.sitePackages where listed.insert(path).inserted { settings.append("path=\(path)") }
 

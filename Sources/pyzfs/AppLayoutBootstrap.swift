@@ -71,9 +71,7 @@ def main():
     import site
     root = get("root")
     at = lambda path: os.path.join(root, path) if path else root
-    chosen = pick_wheels(settings.get("wheel", []))
-    entries = [at(value if key == "path" else value.split(":", 2)[2]) for key, value in items
-               if key == "path" or key == "wheel" and value.split(":", 2)[:2] in chosen]
+    entries = [at(value) for key, value in items if key == "path"]
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # the working directory, which -c puts first
     if get("kind") == "shiv":
@@ -182,22 +180,6 @@ def expand(argument):  # pex inject_args: "{pex.env.NAME}" is $NAME
     class Pex(object):
         env = Environment()
     return argument.format(pex=Pex()) if "{" in argument else argument
-
-def pick_wheels(wheels):
-    # 'project:tags:directory' of projects with a wheel per platform (a pex built for several):
-    # [project, tags] of the first wheel of each project that this interpreter can load.
-    import platform
-    own = "%s%d%d" % ("cp" if sys.implementation.name == "cpython" else "pp", sys.version_info[0], sys.version_info[1])
-    chosen = {}
-    for project, tags, _ in (w.split(":", 2) for w in wheels):
-        pythons, abis, platforms = (set(t.split(".")) for t in tags.split("-"))
-        if project not in chosen and (abis & {"none", "abi3", own} or any(a.startswith(own) for a in abis)) \
-                and ("any" in platforms or any(p.endswith("_" + platform.machine()) for p in platforms)):
-            chosen[project] = tags
-    missing = sorted(set(w.split(":", 1)[0] for w in wheels) - set(chosen))
-    if missing:
-        fail("this pex has no wheel of %s for %s on %s" % (", ".join(missing), own, platform.machine()))
-    return [list(choice) for choice in chosen.items()]
 
 def check_interpreter(constraints, strategy):
     # pex's interpreter_constraints (one must hold): this interpreter, else the oldest (or newest)

@@ -186,6 +186,31 @@ struct ShivPexTests {
         }
     }
 
+    @Test("a pex built for several platforms uses the wheel pex would pick here: not macOS, not musl, not a newer glibc")
+    func wheelPerPlatform() throws {
+        let directory = makeTemporaryDirectory("platforms")
+        defer { removeTree(directory) }
+        let facts = run([TestEnvironment.python, "-c", "import os, platform, sys; print('cp%d%d' % sys.version_info[:2], platform.machine(), os.confstr('CS_GNU_LIBC_VERSION'))"])
+        let words = facts.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        try #require(words.count == 4 && words[2] == "glibc", "needs a glibc system: \(facts)")
+        let (cp, machine) = (words[0], words[1])
+        let platforms = ["macosx_11_0_\(machine)", "musllinux_1_1_\(machine)", "manylinux_2_99_\(machine)",
+                         "manylinux_2_17_\(machine).manylinux2014_\(machine)", "linux_\(machine)"]
+        let wheels = platforms.map { "zfsx-1.0-\(cp)-\(cp)-\($0).whl" }
+        var writer = ZipWriter()
+        writer.prefix = Array("#!/usr/bin/env python3\n".utf8)
+        let listed = wheels.map { "\"\($0)\": \"0\"" }.joined(separator: ", ")
+        writer.add("PEX-INFO", #"{"entry_point": "zfsx:main", "distributions": {\#(listed)}}"#)
+        writer.add("__main__.py", "")
+        for (wheel, platform) in zip(wheels, platforms) {
+            writer.add(".deps/\(wheel)/zfsx.py", "def main():\n    print('wheel \(platform)')\n")
+        }
+        let archive = directory + "/platforms.pex"
+        _ = FileManager.default.createFile(atPath: archive, contents: Data(writer.bytes()))
+        let r = run([pyzfs, "run", archive], environment: ["PYZFS_NO_CHECK": "1"])
+        #expect(r.status == 0 && r.stdout == "wheel \(platforms[3])\n", "\(r)")
+    }
+
     @Test("a pex whose wheels are kept zipped inside (--no-pre-install-wheels) with native code: exit 125 and why")
     func zippedNativeWheels() async throws {
         expectRefusal(try await ShivPexApps.archive("wheelfiles.pex"), "whose native code cannot be loaded in place")
