@@ -110,11 +110,7 @@ struct AppLayout {
 
         switch app.kind {
         case .shiv:
-            if let preamble = app.preamble {
-                // Preambles tidy shiv's extraction directories (site_packages.parent), which a
-                // mount does not have: run against the mount's parent, one could do harm.
-                log.warning("not running the shiv preamble site-packages/bin/\(preamble): it is written for shiv's extraction directory, which pyzfs does not create")
-            }
+            if let preamble = app.preamble { settings.append("preamble=site-packages/bin/\(preamble)") }
             if let prepend = set("SHIV_PREPEND_PYTHONPATH") ?? app.prependedPath { settings.append("prepend=\(prepend)") }
             let extend = set("SHIV_EXTEND_PYTHONPATH").map { ["yes", "true", "t", "1"].contains($0.lowercased()) } ?? app.extendsPythonPath
             if extend { settings.append("extend=1") }

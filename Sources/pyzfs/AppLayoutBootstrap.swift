@@ -127,6 +127,8 @@ def main():
         os.environ[name] = found[0]
     sys.argv[:] = [get("argv0")] + [expand(a) for a in settings.get("arg", [])] + arguments
     try:
+        if get("preamble"):
+            run_preamble(at, at(get("preamble")))
         run(get("kind"), at, *get("run").split(":", 1))
     except BaseException as error:
         hide_launcher_frames(error)
@@ -166,6 +168,21 @@ def run(kind, at, how, what=""):
         else:
             import code
             code.interact()
+
+def run_preamble(at, preamble):
+    # As shiv does, once sys.path is set: a .py file run as __main__ with shiv's names (the
+    # mount in place of the extraction directory: site_packages.parent is the mount); anything
+    # else run as a program, its status ignored.
+    if preamble.endswith(".py"):
+        import pathlib, runpy
+        from _bootstrap.environment import Environment
+        with open(at("environment.json")) as f:
+            env = Environment.from_json(f.read())
+        names = {"archive": sys.argv[0], "env": env, "site_packages": pathlib.Path(at("site-packages"))}
+        runpy.run_path(preamble, init_globals=names, run_name="__main__")
+    else:
+        import subprocess
+        subprocess.run([preamble])
 
 def is_standard_library(path, site):
     path = os.path.join(path, "")

@@ -76,7 +76,7 @@ struct ShivPexTests {
     }
 
     @Test("each way of starting the app: output and exit status of python3 ARCHIVE, the extension from the mount, nothing written",
-          arguments: ["entry.shiv", "console.shiv", "script.shiv", "entry.pex", "module.pex", "console.pex", "script.pex",
+          arguments: ["entry.shiv", "console.shiv", "script.shiv", "preamble.shiv", "entry.pex", "module.pex", "console.pex", "script.pex",
                       "inject.pex", "prefer.pex", "shboot.pex", "pure-wheelfiles.pex"])
     func startsLikeTheTool(name: String) async throws {
         let (direct, mounted) = try await compare(name, ["a", "b c", "--exit", "7"])
@@ -87,6 +87,10 @@ struct ShivPexTests {
             return
         }
         #expect(mounted.result.status == 7 && mounted.result.stdout.contains("native: 5"), "\(mounted.result)")
+        if name == "preamble.shiv" {  // run as shiv runs it, before the app, which sees what it set
+            #expect(mounted.result.stdout.hasPrefix("preamble: preamble.shiv Environment zfsapp.cli:main site-packages ['preamble.py', 'a', 'b c', '--exit', '7'] __main__ preamble.py\n"), "\(mounted.result)")
+            #expect(mounted.result.stdout.contains("'ZFSAPP_INJECTED': 'from the preamble'"), "\(mounted.result)")
+        }
         let location = try #require(mounted.location, "\(mounted.result)")
         #expect(location.contains("/pyzfs-run-"), "the extension was loaded from \(location), not from the mount")
     }
