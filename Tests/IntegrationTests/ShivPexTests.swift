@@ -40,6 +40,8 @@ struct ShivPexTests {
         env["PYZFS_NO_CHECK"] = "1"
         let before = Set(cacheLikeEntriesOfTmp())
         let result = run(argv, environment: env, timeout: 120)
+        // pyzfs run's mount directory (in TMPDIR) is removed by its server once the app is gone.
+        _ = eventually { !((try? FileManager.default.contentsOfDirectory(atPath: scratch + "/tmp")) ?? []).contains { $0.hasPrefix("pyzfs-run-") } }
         let written = names.flatMap { name -> [String] in
             let enumerator = FileManager.default.enumerator(atPath: scratch + "/" + name)
             return (enumerator?.allObjects as? [String] ?? []).map { name + "/" + $0 }
