@@ -22,6 +22,9 @@ struct AppLayout {
     let bundled: BundledApp?
     /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
     let settings: [String]
+    /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex
+    /// isolates the app.
+    let pythonOptions: [String]
 
     /// Reads the archive's shiv or pex metadata and the tools' overrides in `environment`.
     /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,
@@ -40,6 +43,12 @@ struct AppLayout {
                 InterpreterProbe.quickFacts(of: python.path) ?? InterpreterProbe.facts(of: python.path)
             }
         } ?? []
+        // pex isolates a hermetic --venv pex's venv always, and re-executes another hermetic
+        // pex with -I when PYTHONPATH is set (pex_boot.py).
+        let isolated = bundled.map { app in
+            app.hermeticBoot && (app.isVenv || environment("PYTHONPATH") != nil && (environment("PEX_INHERIT_PATH") ?? "false") == "false")
+        } ?? false
+        pythonOptions = (bundled?.injectPythonArguments ?? []) + (isolated ? ["-I"] : [])
     }
 
     /// A pex built with --sh-boot starts with a /bin/sh script that looks for Python (its #! line
@@ -55,13 +64,13 @@ struct AppLayout {
 
     /// The command that runs the app mounted on (or extracted to) `root`: for a plain zipapp
     /// `[python] + #! arguments + ["-c", zipappBootstrap, root, archive] + arguments`; for shiv and pex
-    /// `[python] + #! arguments + pex's inject_python_args + ["-c", bootstrap, N, N settings] + arguments`.
+    /// `[python] + #! arguments + pythonOptions + ["-c", bootstrap, N, N settings] + arguments`.
     func command(root: String) -> [String] {
-        guard let bundled else {
+        guard bundled != nil else {
             return [interpreter.path] + interpreter.leadingArguments + ["-c", Self.zipappBootstrap, root, archive] + arguments
         }
         let told = ["root=\(root)"] + settings
-        return [interpreter.path] + interpreter.leadingArguments + bundled.injectPythonArguments
+        return [interpreter.path] + interpreter.leadingArguments + pythonOptions
             + ["-c", Self.bootstrap, String(told.count)] + told + arguments
     }
 

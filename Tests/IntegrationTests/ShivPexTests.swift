@@ -97,11 +97,11 @@ struct ShivPexTests {
         #expect(location.contains("/pyzfs-run-"), "the extension was loaded from \(location), not from the mount")
     }
 
-    @Test("a --venv pex runs from the mount as a plain pex does (pex itself would build a venv in PEX_ROOT)")
+    @Test("a --venv pex runs from the mount as a plain pex does, isolated (-I) as pex runs its venv (pex itself would build a venv in PEX_ROOT)")
     func venvPex() async throws {
         let mounted = isolated([pyzfs, "run", try await ShivPexApps.archive("venv.pex"), "--", "--exit", "5"])
         #expect(mounted.result.status == 5, "\(mounted.result)")
-        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "pth: found through zfsdep_extra.pth run 1 time(s)"] {
+        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "pth: found through zfsdep_extra.pth run 1 time(s)", "isolated: 1"] {
             #expect(mounted.result.stdout.contains(line), "missing \(line) in \(mounted.result)")
         }
         #expect(mounted.written.isEmpty && mounted.writtenInTmp.isEmpty, "\(mounted.written) \(mounted.writtenInTmp)")
