@@ -153,3 +153,66 @@ public enum Compatibility {
         return reasons
     }
 }
+
+extension InterpreterFacts {
+    /// The wheel tags this interpreter loads, best first, as `packaging.tags.sys_tags()` lists
+    /// them for CPython on Linux (pip and pex choose among a project's wheels by this order):
+    /// its own ABI, abi3, none, older abi3s; then pure `py` tags; platforms from the newest
+    /// manylinux its glibc allows down to manylinux1 (or musllinux for musl, 1.2 when its
+    /// version is unknown), then `linux_MACHINE`.
+    public var supportedWheelTags: [String] {
+        guard let (major, minor) = minor else { return [] }
+        var platforms: [String] = []
+        if libc == "glibc", let (_, glibcMinor) = libcPair {
+            // packaging's floor: glibc 2.5 on x86, 2.17 elsewhere.
+            let lowest = ["x86_64", "i686"].contains(machine) ? 5 : 17
+            for m in stride(from: glibcMinor, through: lowest, by: -1) {
+                platforms.append("manylinux_2_\(m)_\(machine)")
+                if let legacy = [17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"][m] { platforms.append("\(legacy)_\(machine)") }
+            }
+        } else if libc == "musl" {
+            let musl = libcPair ?? (1, 2)
+            for m in stride(from: musl.1, through: 0, by: -1) { platforms.append("musllinux_\(musl.0)_\(m)_\(machine)") }
+        }
+        platforms.append("linux_\(machine)")
+
+        var tags: [String] = []
+        func add(_ python: String, _ abi: String, _ platforms: [String]) { tags += platforms.map { "\(python)-\(abi)-\($0)" } }
+        let pythons = ["py\(major)\(minor)", "py\(major)"] + stride(from: minor - 1, through: 0, by: -1).map { "py\(major)\($0)" }
+        if implementation == "cpython" {
+            let own = "cp\(major)\(minor)"
+            // The ABI with its flags: cpython-313t gives cp313t, cpython-311d cp311d.
+            let abi = soabi?.split(separator: "-").dropFirst().first.map { "cp\($0)" } ?? own
+            let abi3 = major == 3 && minor >= 2 && !abi.hasSuffix("t")
+            add(own, abi, platforms)
+            if abi3 { add(own, "abi3", platforms) }
+            add(own, "none", platforms)
+            if abi3 { for m in stride(from: minor - 1, through: 2, by: -1) { add("cp\(major)\(m)", "abi3", platforms) } }
+            for python in pythons { add(python, "none", platforms) }
+            tags.append("\(own)-none-any")
+        } else {
+            for python in pythons { add(python, "none", platforms) }
+        }
+        for python in pythons { tags.append("\(python)-none-any") }
+        return tags
+    }
+
+    /// Which of a project's wheels this interpreter would use, as pex does at run time: the one
+    /// with the best-ranked tag (`supportedWheelTags`); nil when none loads. Each wheel is given
+    /// by its tags as in its file name, dotted sets allowed (`cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64`).
+    public func preferredWheel(_ wheels: [String]) -> Int? {
+        var rank: [String: Int] = [:]
+        for (i, tag) in supportedWheelTags.enumerated() where rank[tag] == nil { rank[tag] = i }
+        func best(_ tags: String) -> Int? {
+            let parts = tags.split(separator: "-").map { $0.split(separator: ".") }
+            guard parts.count == 3 else { return nil }
+            var found: Int? = nil
+            for p in parts[0] { for a in parts[1] { for f in parts[2] {
+                if let r = rank["\(p)-\(a)-\(f)"], r < found ?? .max { found = r }
+            } } }
+            return found
+        }
+        let ranked = wheels.enumerated().compactMap { w in best(w.element).map { (w.offset, $0) } }
+        return ranked.min { $0.1 < $1.1 }?.0
+    }
+}

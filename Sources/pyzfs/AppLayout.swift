@@ -4,9 +4,10 @@ import PyzfsCore
 import Glibc
 #endif
 
-/// How an app in an archive is started from its mount: plain zipapps run `__main__.py`; shiv and
-/// pex archives (whose own start-up code would extract them into ~/.shiv or ~/.cache/pex) are
-/// started in place from their metadata (`BundledApp`), by a small Python program
+/// How an app in an archive is started from its mount: plain zipapps run `__main__.py` as
+/// `python3 ARCHIVE` would (`AppLayout.zipappBootstrap`); shiv and pex archives (whose own
+/// start-up code would extract them into ~/.shiv or ~/.cache/pex) are started in place from
+/// their metadata (`BundledApp`), by a small Python program
 /// (`AppLayout.bootstrap`) that sets sys.path, the environment and sys.argv as the tool would,
 /// with the mount in place of the extracted copy, and runs the entry point. Nothing is written.
 ///
@@ -14,22 +15,40 @@ import Glibc
 /// archive fails with nothing to undo), `command(root:)` gives the command once `root` is known.
 struct AppLayout {
     let interpreter: Interpreter
+    /// The archive as the caller wrote it: the app's `sys.argv[0]`.
+    let archive: String
     let arguments: [String]
     /// The shiv or pex metadata; nil for a plain zipapp.
     let bundled: BundledApp?
     /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
     let settings: [String]
+    /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex
+    /// isolates the app.
+    let pythonOptions: [String]
 
     /// Reads the archive's shiv or pex metadata and the tools' overrides in `environment`.
     /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,
     ///   names a script the archive does not have, or an override is invalid; 127 when a
     ///   --sh-boot pex finds no python3 on PATH.
-    init(_ opened: OpenedArchive, interpreter: Interpreter, arguments: [String],
+    init(_ opened: OpenedArchive, archive: String, interpreter: Interpreter, arguments: [String],
          environment: (String) -> String? = readEnvironment) throws(Failure) {
+        self.archive = archive
         self.arguments = arguments
-        bundled = try BundledApp(opened)
-        settings = try bundled.map { app throws(Failure) in try Self.settings(for: app, archive: opened.path, environment: environment) } ?? []
-        self.interpreter = bundled == nil ? interpreter : try Self.python(for: interpreter, archive: opened.path)
+        let bundled = try BundledApp(opened)
+        let python = bundled == nil ? interpreter : try Self.python(for: interpreter, archive: opened.path)
+        self.bundled = bundled
+        self.interpreter = python
+        settings = try bundled.map { app throws(Failure) in
+            try Self.settings(for: app, archive: archive, environment: environment) {
+                InterpreterProbe.quickFacts(of: python.path) ?? InterpreterProbe.facts(of: python.path)
+            }
+        } ?? []
+        // pex isolates a hermetic --venv pex's venv always, and re-executes another hermetic
+        // pex with -I when PYTHONPATH is set (pex_boot.py).
+        let isolated = bundled.map { app in
+            app.hermeticBoot && (app.isVenv || environment("PYTHONPATH") != nil && (environment("PEX_INHERIT_PATH") ?? "false") == "false")
+        } ?? false
+        pythonOptions = (bundled?.injectPythonArguments ?? []) + (isolated ? ["-I"] : [])
     }
 
     /// A pex built with --sh-boot starts with a /bin/sh script that looks for Python (its #! line
@@ -44,18 +63,20 @@ struct AppLayout {
     }
 
     /// The command that runs the app mounted on (or extracted to) `root`: for a plain zipapp
-    /// `[python] + #! arguments + [root] + arguments`; for shiv and pex
-    /// `[python] + #! arguments + pex's inject_python_args + ["-c", bootstrap, N, N settings] + arguments`.
+    /// `[python] + #! arguments + ["-c", zipappBootstrap, root, archive] + arguments`; for shiv and pex
+    /// `[python] + #! arguments + pythonOptions + ["-c", bootstrap, N, N settings] + arguments`.
     func command(root: String) -> [String] {
-        guard let bundled else { return interpreter.command(appDirectory: root, arguments: arguments) }
+        guard bundled != nil else {
+            return [interpreter.path] + interpreter.leadingArguments + ["-c", Self.zipappBootstrap, root, archive] + arguments
+        }
         let told = ["root=\(root)"] + settings
-        return [interpreter.path] + interpreter.leadingArguments + bundled.injectPythonArguments
+        return [interpreter.path] + interpreter.leadingArguments + pythonOptions
             + ["-c", Self.bootstrap, String(told.count)] + told + arguments
     }
 
     /// The settings of a shiv or pex app, after the tools' overrides in `environment`.
-    private static func settings(for app: BundledApp, archive: String,
-                                 environment: (String) -> String?) throws(Failure) -> [String] {
+    private static func settings(for app: BundledApp, archive: String, environment: (String) -> String?,
+                                 facts: () -> InterpreterFacts?) throws(Failure) -> [String] {
         let entry: BundledApp.Entry, injectsArguments: Bool
         do {
             (entry, injectsArguments) = try app.entry(environment: environment)
@@ -74,30 +95,31 @@ struct AppLayout {
         case .interpreter: settings += ["argv0=\(archive)", "run=interpreter"]
         }
 
-        // The distributions' directories; where a project has a wheel per platform (a pex built
-        // for several), each with its tags, for the bootstrap to take those this interpreter loads.
-        var wheelsPerProject: [String: Int] = [:]
-        for d in app.distributions { wheelsPerProject[d.name.lowercased(), default: 0] += 1 }
-        var listed: Set<String> = []
-        for d in app.distributions {
-            let project = d.name.lowercased()
-            for path in d.sysPath where listed.insert(path).inserted {  // shiv's share site-packages
-                if let tags = d.wheelTags, wheelsPerProject[project, default: 0] > 1 {
-                    settings.append("wheel=\(project):\(tags):\(path)")
-                } else {
-                    settings.append("path=\(path)")
-                }
+        // The distributions' directories; of a project with a wheel per platform (a pex built
+        // for several), only the one pex would pick for this interpreter.
+        var wheels: [String: [BundledApp.Distribution]] = [:]
+        for d in app.distributions where d.wheelTags != nil { wheels[d.name.lowercased(), default: []].append(d) }
+        var listed: Set<String> = []  // shiv's distributions share site-packages
+        let choices = wheels.filter { $0.value.count > 1 }.sorted { $0.key < $1.key }
+        if !choices.isEmpty {
+            guard let facts = facts() else {
+                throw Failure(Exit.runFailed, "cannot run \(archive) as a pex: it has a wheel per platform of \(choices[0].key), and the interpreter did not say which it loads")
             }
+            for (project, candidates) in choices {
+                guard let pick = facts.preferredWheel(candidates.map { $0.wheelTags! }) else {
+                    throw Failure(Exit.runFailed, "cannot run \(archive) as a pex: it has no wheel of \(project) that Python \(facts.summary) loads (\(candidates.map { $0.wheelTags! }.joined(separator: ", ")))")
+                }
+                for (i, other) in candidates.enumerated() where i != pick { listed.formUnion(other.sysPath) }
+            }
+        }
+        for d in app.distributions {
+            for path in d.sysPath where listed.insert(path).inserted { settings.append("path=\(path)") }
         }
         for path in app.sitePackages where listed.insert(path).inserted { settings.append("path=\(path)") }
 
         switch app.kind {
         case .shiv:
-            if let preamble = app.preamble {
-                // Preambles tidy shiv's extraction directories (site_packages.parent), which a
-                // mount does not have: run against the mount's parent, one could do harm.
-                log.warning("not running the shiv preamble site-packages/bin/\(preamble): it is written for shiv's extraction directory, which pyzfs does not create")
-            }
+            if let preamble = app.preamble { settings.append("preamble=site-packages/bin/\(preamble)") }
             if let prepend = set("SHIV_PREPEND_PYTHONPATH") ?? app.prependedPath { settings.append("prepend=\(prepend)") }
             let extend = set("SHIV_EXTEND_PYTHONPATH").map { ["yes", "true", "t", "1"].contains($0.lowercased()) } ?? app.extendsPythonPath
             if extend { settings.append("extend=1") }

@@ -1,3 +1,50 @@
+/// What both bootstraps define: an uncaught exception of the app is printed without the
+/// bootstrap's frames, as `python3 ARCHIVE` prints it. Raised again as it is (SIGINT's exit
+/// status, sys.exit and the app's own sys.excepthook kept), it meets a one-time excepthook that
+/// drops the leading frames of this program's globals before the app's hook (or the default)
+/// prints it.
+extension AppLayout {
+    static let hideLauncherFrames = #"""
+def hide_launcher_frames(error):
+    import sys
+    if isinstance(error, SystemExit):
+        return
+    launcher, hook = globals(), sys.excepthook
+    def excepthook(kind, value, tb):
+        sys.excepthook = hook
+        while tb is not None and tb.tb_frame.f_globals is launcher:
+            tb = tb.tb_next
+        hook(kind, value.with_traceback(tb), tb)
+    sys.excepthook = excepthook
+"""#
+
+    /// The Python program that runs a plain zipapp from its mount
+    /// (`python -c BOOTSTRAP ROOT ARCHIVE ARGS...`) as `python3 ARCHIVE` runs it: sys.argv[0] is
+    /// the archive as written, sys.path[0] the mount, and `__main__.py` runs through runpy as
+    /// CPython runs a directory (`__file__`, `__spec__`, `__package__` and a `__main__`
+    /// namespace without the bootstrap's names).
+    static let zipappBootstrap = #"""
+# pyzfs: runs a zipapp from its mount as `python3 ARCHIVE` would.
+\#(hideLauncherFrames)
+def main():
+    import runpy, sys
+    hide = globals().pop("hide_launcher_frames")
+    del globals()["main"]
+    root, archive = sys.argv[1:3]
+    sys.argv[:] = [archive] + sys.argv[3:]
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # the working directory, which -c puts first
+    sys.path.insert(0, root)
+    try:
+        runpy._run_module_as_main("__main__", False)
+    except BaseException as error:
+        hide(error)
+        raise
+
+main()
+"""#
+}
+
 /// The Python program `pyzfs run` gives the interpreter (`python -c BOOTSTRAP N SETTINGS... ARGS...`)
 /// to start a shiv or pex app from its mount; `AppLayout.command` writes the settings. It must
 /// stay valid for every Python 3 the tools support, and cheap: it imports little beyond what the
@@ -24,9 +71,7 @@ def main():
     import site
     root = get("root")
     at = lambda path: os.path.join(root, path) if path else root
-    chosen = pick_wheels(settings.get("wheel", []))
-    entries = [at(value if key == "path" else value.split(":", 2)[2]) for key, value in items
-               if key == "path" or key == "wheel" and value.split(":", 2)[:2] in chosen]
+    entries = [at(value) for key, value in items if key == "path"]
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # the working directory, which -c puts first
     if get("kind") == "shiv":
@@ -81,7 +126,13 @@ def main():
             fail("no %s on sys.path for the resource binding %s" % (resource, name))
         os.environ[name] = found[0]
     sys.argv[:] = [get("argv0")] + [expand(a) for a in settings.get("arg", [])] + arguments
-    run(get("kind"), at, *get("run").split(":", 1))
+    try:
+        if get("preamble"):
+            run_preamble(at, at(get("preamble")))
+        run(get("kind"), at, *get("run").split(":", 1))
+    except BaseException as error:
+        hide_launcher_frames(error)
+        raise
 
 def run(kind, at, how, what=""):
     import runpy
@@ -118,6 +169,21 @@ def run(kind, at, how, what=""):
             import code
             code.interact()
 
+def run_preamble(at, preamble):
+    # As shiv does, once sys.path is set: a .py file run as __main__ with shiv's names (the
+    # mount in place of the extraction directory: site_packages.parent is the mount); anything
+    # else run as a program, its status ignored.
+    if preamble.endswith(".py"):
+        import pathlib, runpy
+        from _bootstrap.environment import Environment
+        with open(at("environment.json")) as f:
+            env = Environment.from_json(f.read())
+        names = {"archive": sys.argv[0], "env": env, "site_packages": pathlib.Path(at("site-packages"))}
+        runpy.run_path(preamble, init_globals=names, run_name="__main__")
+    else:
+        import subprocess
+        subprocess.run([preamble])
+
 def is_standard_library(path, site):
     path = os.path.join(path, "")
     sites = tuple(os.path.join(p, "") for p in site.getsitepackages() + [site.getusersitepackages()])
@@ -131,22 +197,6 @@ def expand(argument):  # pex inject_args: "{pex.env.NAME}" is $NAME
     class Pex(object):
         env = Environment()
     return argument.format(pex=Pex()) if "{" in argument else argument
-
-def pick_wheels(wheels):
-    # 'project:tags:directory' of projects with a wheel per platform (a pex built for several):
-    # [project, tags] of the first wheel of each project that this interpreter can load.
-    import platform
-    own = "%s%d%d" % ("cp" if sys.implementation.name == "cpython" else "pp", sys.version_info[0], sys.version_info[1])
-    chosen = {}
-    for project, tags, _ in (w.split(":", 2) for w in wheels):
-        pythons, abis, platforms = (set(t.split(".")) for t in tags.split("-"))
-        if project not in chosen and (abis & {"none", "abi3", own} or any(a.startswith(own) for a in abis)) \
-                and ("any" in platforms or any(p.endswith("_" + platform.machine()) for p in platforms)):
-            chosen[project] = tags
-    missing = sorted(set(w.split(":", 1)[0] for w in wheels) - set(chosen))
-    if missing:
-        fail("this pex has no wheel of %s for %s on %s" % (", ".join(missing), own, platform.machine()))
-    return [list(choice) for choice in chosen.items()]
 
 def check_interpreter(constraints, strategy):
     # pex's interpreter_constraints (one must hold): this interpreter, else the oldest (or newest)
@@ -193,6 +243,7 @@ def meets(constraint, version):
             return False
     return True
 
+\#(hideLauncherFrames)
 def fail(message):
     sys.stderr.write("pyzfs: %s\n" % message)
     sys.exit(125)

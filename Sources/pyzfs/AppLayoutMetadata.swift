@@ -74,6 +74,11 @@ struct BundledApp: Sendable {
     let injectEnvironment: [String: String]
     let injectArguments: [String]
     let injectPythonArguments: [String]
+    /// pex's hermetic boot: a --venv pex whose venv scripts run with -I (the default), or
+    /// another pex with inherit_path false.
+    let hermeticBoot: Bool
+    /// Whether it is a --venv pex.
+    let isVenv: Bool
     /// Interpreter constraints such as `CPython>=3.9,<3.13`, one of which must hold.
     let interpreterConstraints: [String]
     /// `oldest` or `newest`: which interpreter meeting the constraints pex prefers.
@@ -144,6 +149,8 @@ extension BundledApp {
         injectEnvironment = [:]
         injectArguments = []
         injectPythonArguments = []
+        hermeticBoot = false
+        isVenv = false
         interpreterConstraints = []
         interpreterSelection = "oldest"
         stripsToolEnvironment = false
@@ -215,6 +222,8 @@ extension BundledApp {
         injectEnvironment = info.injectEnv ?? [:]
         injectArguments = info.injectArgs ?? []
         injectPythonArguments = info.injectPythonArgs ?? []
+        isVenv = info.venv == true
+        hermeticBoot = isVenv ? info.venvHermeticScripts != false : inheritPath == .false
         interpreterConstraints = (info.interpreterConstraints ?? []).filter { !$0.isEmpty }
         interpreterSelection = info.interpreterSelectionStrategy ?? "oldest"
         stripsToolEnvironment = info.stripPexEnv ?? true
@@ -514,6 +523,7 @@ private struct PexInfo: Decodable {
     var bindResourcePaths: [String: String]?
     var venv: Bool?
     var venvSystemSitePackages: Bool?
+    var venvHermeticScripts: Bool?
     var buildProperties: BuildProperties?
 
     enum CodingKeys: String, CodingKey {
@@ -522,7 +532,8 @@ private struct PexInfo: Decodable {
         case interpreterConstraints = "interpreter_constraints", interpreterSelectionStrategy = "interpreter_selection_strategy"
         case stripPexEnv = "strip_pex_env", distributions, depsAreWheelFiles = "deps_are_wheel_files"
         case pexPath = "pex_path", pexPaths = "pex_paths", bindResourcePaths = "bind_resource_paths", venv
-        case venvSystemSitePackages = "venv_system_site_packages", buildProperties = "build_properties"
+        case venvSystemSitePackages = "venv_system_site_packages", venvHermeticScripts = "venv_hermetic_scripts"
+        case buildProperties = "build_properties"
     }
 }
 

@@ -67,6 +67,8 @@ struct InspectionReport: Codable {
     var extensions: [Extension]
     var sharedLibraries: [Extension]
     var compressedSharedLibraryBytes: UInt64
+    /// ELF programs (executable members that are not shared objects, such as a wheel's bin/ruff).
+    var executables: [Extension]
     var timestampPycs: Int
     var hashPycs: Int
     var sourcesWithoutBytecode: Int
@@ -98,6 +100,12 @@ struct InspectionReport: Codable {
         let compressed = (extensions + sharedLibraries).filter(\.compressed)
         if !compressed.isEmpty {
             t.append("shared libraries stored compressed: \(compressed.count) (\(formatSize(compressedSharedLibraryBytes))), each inflated on first use; pyzfs optimize stores them")
+        }
+        t.append("executables: \(executables.count)")
+        let inflated = executables.filter(\.compressed)
+        if !inflated.isEmpty {
+            let size = inflated.reduce(UInt64(0)) { $0.addingSaturating($1.size) }
+            t.append("executables stored compressed: \(inflated.count) (\(formatSize(size))), each inflated whole on first run; pyzfs optimize stores them")
         }
         t.append("bytecode: \(timestampPycs) timestamp pycs, \(hashPycs) hash-based pycs, \(sourcesWithoutBytecode) sources without bytecode")
         t.append("members the linked libraries cannot decompress: \(undecodable.isEmpty ? "none" : undecodable.joined(separator: ", "))")
@@ -143,6 +151,7 @@ struct Inspector {
         var distributions: [InspectionReport.Distribution] = []
         var extensions: [InspectionReport.Extension] = []
         var libraries: [InspectionReport.Extension] = []
+        var executables: [InspectionReport.Extension] = []
         var compressedBytes: UInt64 = 0
         var timestamp = 0, hashed = 0
         var undecodable: [String] = [], encrypted: [String] = []
@@ -166,7 +175,14 @@ struct Inspector {
                 }
                 continue
             }
-            guard name.hasSuffix(".so") || name.contains(".so.") else { continue }
+            guard name.hasSuffix(".so") || name.contains(".so.") else {
+                // Only members marked executable are read (a compressed one is inflated for it).
+                if node.permissions & 0o111 != 0, let head = try? fs.read(i, offset: 0, count: 4, { Array($0) }), head == [0x7f, 0x45, 0x4c, 0x46] {
+                    executables.append(.init(path: path, size: entry.uncompressedSize, compressed: entry.method != 0,
+                                             machine: nil, glibc: nil, problems: []))
+                }
+                continue
+            }
             let elf = bytes(of: i).flatMap { b in b.withUnsafeBytes { ELFDependencies.parse($0) } }
             let inLibs = tree.path(of: Int(node.parent)).hasSuffix(".libs")
             var problems = facts.map { Compatibility.problems(extensionNamed: name, elf: elf, for: $0) } ?? []
@@ -196,7 +212,7 @@ struct Inspector {
             prefixCountedInOffsets: index.offsetShift == 0, interpreterLine: line?.joined(separator: " "), kind: kind,
             entryPoint: entryPoint, interpreter: facts, interpreterPath: interpreterPath, interpreterNote: note,
             distributions: distributions, extensions: extensions, sharedLibraries: libraries,
-            compressedSharedLibraryBytes: compressedBytes, timestampPycs: timestamp, hashPycs: hashed,
+            compressedSharedLibraryBytes: compressedBytes, executables: executables, timestampPycs: timestamp, hashPycs: hashed,
             sourcesWithoutBytecode: sources.withoutBytecode, undecodable: undecodable, encrypted: encrypted,
             outOfTreeSymlinks: hidden, skippedNames: skipped, problems: problems)
     }

@@ -38,7 +38,7 @@ struct Launcher {
         let opened: OpenedArchive
         do { opened = try openArchive(archive, options: options) } catch { throw Failure(Exit.runFailed, error.message) }
         // The app's command (shiv and pex metadata read and checked) before anything is mounted.
-        let layout = try AppLayout(opened, interpreter: try Interpreter.resolve(python: python, opened: opened),
+        let layout = try AppLayout(opened, archive: archive, interpreter: try Interpreter.resolve(python: python, opened: opened),
                                    arguments: arguments)
         let interpreter = layout.interpreter
         let check = StartCheck.begin(interpreter, opened: opened)

@@ -26,6 +26,29 @@ struct InspectTests {
         }
     }
 
+    @Test("an ELF program stored compressed (a wheel's bin/ruff) is reported, and no longer once pyzfs optimize stored it")
+    func executables() throws {
+        let dir = makeTemporaryDirectory("inspect")
+        defer { removeTree(dir) }
+        let app = dir + "/tool.pyz", optimized = dir + "/tool-optimized.pyz"
+        let script = """
+        import shutil, sys, zipfile
+        with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("__main__.py", "print('hi')\\n")
+            for name, mode in (("bin/tool", 0o755), ("data/elf-not-executable", 0o644)):
+                info = zipfile.ZipInfo(name)
+                info.external_attr, info.compress_type = (0o100000 | mode) << 16, zipfile.ZIP_DEFLATED
+                z.writestr(info, open(shutil.which("true"), "rb").read())
+        """
+        let made = run(["python3", "-c", script, app])
+        try #require(made.status == 0, "\(made)")
+        let r = run([pyzfs, "inspect", app])
+        #expect(r.stdout.contains("executables: 1\n") && r.stdout.contains("executables stored compressed: 1 ("), "\(r)")
+        #expect(run([pyzfs, "optimize", app, optimized]).status == 0)
+        let o = run([pyzfs, "inspect", optimized])
+        #expect(o.stdout.contains("executables: 1\n") && !o.stdout.contains("executables stored compressed"), "\(o)")
+    }
+
     @Test("an extension for another Python and machine, a wheel for a newer glibc: said before any import fails")
     func mismatches() throws {
         let app = try extensionApp(["--abi-tag", "cpython-312", "--machine", "183", "--wheel-tag", "cp311-cp311-manylinux_2_99_x86_64"],

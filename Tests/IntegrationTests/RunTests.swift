@@ -41,6 +41,45 @@ struct RunTests {
         #expect(eventually { !FileManager.default.fileExists(atPath: mount) }, "\(mount) was left behind")
     }
 
+    @Test("a zipapp sees what python3 ARCHIVE gives it: argv[0] as written, sys.path[0], __file__, __spec__, __main__'s names, the traceback's frames",
+          arguments: [false, true])
+    func whatTheAppSees(fails: Bool) throws {
+        let dir = makeTemporaryDirectory("sees")
+        defer { removeTree(dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/app", withIntermediateDirectories: true)
+        try """
+        import argparse, os, sys, zipfile
+        print("root", os.environ.get("PYZFS_MOUNT") or os.path.abspath(sys.argv[0]))
+        print("argv", sys.argv, argparse.ArgumentParser().prog, zipfile.is_zipfile(sys.argv[0]))
+        print("path0", sys.path[0], "file", __file__, "package", repr(__package__))
+        print("spec", __spec__.name, __spec__.origin, __spec__.parent)
+        print("names", sorted(globals()))
+        def fail():
+            raise ValueError("boom")
+        if "--fail" in sys.argv:
+            fail()
+
+        """.write(toFile: dir + "/app/__main__.py", atomically: true, encoding: .utf8)
+        let made = run(["python3", "-m", "zipapp", "app", "-o", "app.pyz", "-p", "/usr/bin/env python3"], cwd: dir)
+        try #require(made.status == 0, "\(made)")
+        let arguments = ["x", fails ? "--fail" : "-v"]
+        /// Output with the app's root (the archive, or the mount) as ROOT; of stderr only the
+        /// traceback's frame lines and the exception.
+        func seen(_ r: RunResult) -> (status: Int32, stdout: String, frames: [String]) {
+            let root = r.stdout.split(separator: "\n").first.map { String($0.dropFirst("root ".count)) } ?? "?"
+            let frames = r.stderr.replacingOccurrences(of: root, with: "ROOT").split(separator: "\n")
+                .filter { $0.hasPrefix("  File ") || $0.hasPrefix("ValueError") }.map(String.init)
+            return (r.status, r.stdout.replacingOccurrences(of: root, with: "ROOT"), frames)
+        }
+        let direct = seen(run(["python3", "app.pyz"] + arguments, cwd: dir))
+        let mounted = seen(run([pyzfs, "run", "app.pyz"] + arguments, cwd: dir))
+        #expect(direct.stdout.contains("argv ['app.pyz', 'x', ") && direct.stdout.contains("path0 ROOT file ROOT/__main__.py"), "\(direct)")
+        #expect(mounted.status == direct.status, "\(mounted) \(direct)")
+        #expect(mounted.stdout == direct.stdout)
+        #expect(mounted.frames == direct.frames)
+        #expect(direct.frames.count == (fails ? 5 : 0), "\(direct)")
+    }
+
     @Test("everything after the archive reaches the app unchanged, as with python3 ARCHIVE; one -- after it is dropped; -oOPTIONS before it")
     func argumentsAfterTheArchive() throws {
         let app = Fixtures.shared.archive("argvapp")

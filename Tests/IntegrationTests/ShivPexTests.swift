@@ -40,6 +40,8 @@ struct ShivPexTests {
         env["PYZFS_NO_CHECK"] = "1"
         let before = Set(cacheLikeEntriesOfTmp())
         let result = run(argv, environment: env, timeout: 120)
+        // pyzfs run's mount directory (in TMPDIR) is removed by its server once the app is gone.
+        _ = eventually { !((try? FileManager.default.contentsOfDirectory(atPath: scratch + "/tmp")) ?? []).contains { $0.hasPrefix("pyzfs-run-") } }
         let written = names.flatMap { name -> [String] in
             let enumerator = FileManager.default.enumerator(atPath: scratch + "/" + name)
             return (enumerator?.allObjects as? [String] ?? []).map { name + "/" + $0 }
@@ -76,7 +78,7 @@ struct ShivPexTests {
     }
 
     @Test("each way of starting the app: output and exit status of python3 ARCHIVE, the extension from the mount, nothing written",
-          arguments: ["entry.shiv", "console.shiv", "script.shiv", "entry.pex", "module.pex", "console.pex", "script.pex",
+          arguments: ["entry.shiv", "console.shiv", "script.shiv", "preamble.shiv", "entry.pex", "module.pex", "console.pex", "script.pex",
                       "inject.pex", "prefer.pex", "shboot.pex", "pure-wheelfiles.pex"])
     func startsLikeTheTool(name: String) async throws {
         let (direct, mounted) = try await compare(name, ["a", "b c", "--exit", "7"])
@@ -87,15 +89,19 @@ struct ShivPexTests {
             return
         }
         #expect(mounted.result.status == 7 && mounted.result.stdout.contains("native: 5"), "\(mounted.result)")
+        if name == "preamble.shiv" {  // run as shiv runs it, before the app, which sees what it set
+            #expect(mounted.result.stdout.hasPrefix("preamble: preamble.shiv Environment zfsapp.cli:main site-packages ['preamble.py', 'a', 'b c', '--exit', '7'] __main__ preamble.py\n"), "\(mounted.result)")
+            #expect(mounted.result.stdout.contains("'ZFSAPP_INJECTED': 'from the preamble'"), "\(mounted.result)")
+        }
         let location = try #require(mounted.location, "\(mounted.result)")
         #expect(location.contains("/pyzfs-run-"), "the extension was loaded from \(location), not from the mount")
     }
 
-    @Test("a --venv pex runs from the mount as a plain pex does (pex itself would build a venv in PEX_ROOT)")
+    @Test("a --venv pex runs from the mount as a plain pex does, isolated (-I) as pex runs its venv (pex itself would build a venv in PEX_ROOT)")
     func venvPex() async throws {
         let mounted = isolated([pyzfs, "run", try await ShivPexApps.archive("venv.pex"), "--", "--exit", "5"])
         #expect(mounted.result.status == 5, "\(mounted.result)")
-        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "pth: found through zfsdep_extra.pth run 1 time(s)"] {
+        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "pth: found through zfsdep_extra.pth run 1 time(s)", "isolated: 1"] {
             #expect(mounted.result.stdout.contains(line), "missing \(line) in \(mounted.result)")
         }
         #expect(mounted.written.isEmpty && mounted.writtenInTmp.isEmpty, "\(mounted.written) \(mounted.writtenInTmp)")
@@ -184,6 +190,31 @@ struct ShivPexTests {
         for (name, members, message, environment) in cases {
             expectRefusal(archive(name, members), message, environment: environment)
         }
+    }
+
+    @Test("a pex built for several platforms uses the wheel pex would pick here: not macOS, not musl, not a newer glibc")
+    func wheelPerPlatform() throws {
+        let directory = makeTemporaryDirectory("platforms")
+        defer { removeTree(directory) }
+        let facts = run([TestEnvironment.python, "-c", "import os, platform, sys; print('cp%d%d' % sys.version_info[:2], platform.machine(), os.confstr('CS_GNU_LIBC_VERSION'))"])
+        let words = facts.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        try #require(words.count == 4 && words[2] == "glibc", "needs a glibc system: \(facts)")
+        let (cp, machine) = (words[0], words[1])
+        let platforms = ["macosx_11_0_\(machine)", "musllinux_1_1_\(machine)", "manylinux_2_99_\(machine)",
+                         "manylinux_2_17_\(machine).manylinux2014_\(machine)", "linux_\(machine)"]
+        let wheels = platforms.map { "zfsx-1.0-\(cp)-\(cp)-\($0).whl" }
+        var writer = ZipWriter()
+        writer.prefix = Array("#!/usr/bin/env python3\n".utf8)
+        let listed = wheels.map { "\"\($0)\": \"0\"" }.joined(separator: ", ")
+        writer.add("PEX-INFO", #"{"entry_point": "zfsx:main", "distributions": {\#(listed)}}"#)
+        writer.add("__main__.py", "")
+        for (wheel, platform) in zip(wheels, platforms) {
+            writer.add(".deps/\(wheel)/zfsx.py", "def main():\n    print('wheel \(platform)')\n")
+        }
+        let archive = directory + "/platforms.pex"
+        _ = FileManager.default.createFile(atPath: archive, contents: Data(writer.bytes()))
+        let r = run([pyzfs, "run", archive], environment: ["PYZFS_NO_CHECK": "1"])
+        #expect(r.status == 0 && r.stdout == "wheel \(platforms[3])\n", "\(r)")
     }
 
     @Test("a pex whose wheels are kept zipped inside (--no-pre-install-wheels) with native code: exit 125 and why")

@@ -24,6 +24,29 @@ struct CompatibilityTests {
         #expect(WheelTag("nonsense") == nil)
     }
 
+    @Test("of a project's wheels for several platforms, the one pex would pick: platform, libc kind and level, tag order")
+    func preferredWheel() {
+        let musl = InterpreterFacts(version: "3.11.7", implementation: "cpython", cacheTag: "cpython-311",
+                                    soabi: "cpython-311-x86_64-linux-musl", machine: "x86_64", libc: "musl", libcVersion: "1.2")
+        var oldGlibc = cp311
+        oldGlibc.libcVersion = "2.12"
+        let platforms = ["cp311-cp311-macosx_11_0_x86_64", "cp311-cp311-musllinux_1_1_x86_64",
+                         "cp311-cp311-manylinux_2_28_x86_64", "cp311-cp311-manylinux_2_5_x86_64.manylinux1_x86_64",
+                         "cp311-cp311-win_amd64"]
+        #expect(cp311.preferredWheel(platforms) == 2)  // the newest manylinux glibc 2.36 allows
+        #expect(musl.preferredWheel(platforms) == 1)
+        #expect(oldGlibc.preferredWheel(platforms) == 3)
+        #expect(cp311.preferredWheel(["cp311-cp311-macosx_11_0_x86_64", "cp311-cp311-manylinux_2_39_x86_64"]) == nil)
+        // Its own ABI before abi3, abi3 before pure Python, a platform wheel before any.
+        #expect(cp311.preferredWheel(["py3-none-any", "cp37-abi3-manylinux_2_17_x86_64", "cp311-cp311-manylinux2014_x86_64"]) == 2)
+        #expect(cp311.preferredWheel(["py3-none-any", "cp37-abi3-manylinux_2_17_x86_64"]) == 1)
+        #expect(cp311.preferredWheel(["cp312-cp312-manylinux_2_17_x86_64", "py2.py3-none-any"]) == 1)
+        #expect(cp311.preferredWheel(["cp312-abi3-manylinux_2_17_x86_64", "cp311-cp311-manylinux_2_17_aarch64"]) == nil)
+        let tags = cp311.supportedWheelTags
+        #expect(tags.first == "cp311-cp311-manylinux_2_36_x86_64" && tags.last == "py30-none-any", "\(tags.prefix(3)) \(tags.suffix(3))")
+        #expect(tags.firstIndex(of: "cp311-cp311-linux_x86_64")! < tags.firstIndex(of: "cp311-abi3-manylinux_2_36_x86_64")!)
+    }
+
     @Test("a wheel loads when any of its tags fits")
     func wheelProblems() {
         let fits = ["cp311-cp311-manylinux_2_17_x86_64", "py3-none-any", "cp38-abi3-manylinux_2_28_x86_64"]
