@@ -20,6 +20,10 @@ struct AppLayout {
     let arguments: [String]
     /// The shiv or pex metadata; nil for a plain zipapp.
     let bundled: BundledApp?
+    /// The name the mount directory must have: a shiv preamble reads its parent's name as
+    /// shiv's extraction directory (`NAME_BUILDID`) and may tidy that directory's siblings, so
+    /// it gets that name, alone in a directory of its own. nil: any name.
+    var mountDirectoryName: String? { bundled?.preamble == nil ? nil : bundled?.shivDirectoryName }
     /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
     let settings: [String]
     /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex

@@ -95,6 +95,9 @@ struct BundledApp: Sendable {
     let prependedPath: String?
     /// A script shiv runs before the entry point (`site-packages/bin/NAME`).
     let preamble: String?
+    /// The name of shiv's extraction directory, `ARCHIVE-NAME_BUILD-ID`, which preambles read
+    /// (`site_packages.parent`); nil for a pex.
+    let shivDirectoryName: String?
 
     private let tree: Tree
     private let reader: MemberReader
@@ -158,6 +161,8 @@ extension BundledApp {
         extendsPythonPath = json.extendPythonPath ?? false
         prependedPath = json.prependPythonPath.flatMap { $0.isEmpty ? nil : $0 }
         preamble = json.preamble.flatMap { $0.isEmpty ? nil : $0 }
+        // shiv: Path(archive).resolve().name + "_" + build_id; opened.path is resolved already.
+        shivDirectoryName = json.buildId.map { String(opened.path.split(separator: "/").last ?? "") + "_" + $0 }
         self.tree = tree
         reader = opened.filesystem.reader
     }
@@ -231,6 +236,7 @@ extension BundledApp {
         extendsPythonPath = false
         prependedPath = nil
         preamble = nil
+        shivDirectoryName = nil
         self.tree = tree
         reader = opened.filesystem.reader
     }
@@ -484,10 +490,12 @@ private struct ShivEnvironment: Decodable {
     var extendPythonPath: Bool?
     var prependPythonPath: String?
     var preamble: String?
+    var buildId: String?
 
     enum CodingKeys: String, CodingKey {
         case shivVersion = "shiv_version", entryPoint = "entry_point", script
         case extendPythonPath = "extend_pythonpath", prependPythonPath = "prepend_pythonpath", preamble
+        case buildId = "build_id"
     }
 }
 

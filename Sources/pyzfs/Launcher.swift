@@ -73,21 +73,21 @@ struct Launcher {
                                    check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
         let request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
-        let mountpoint = try makeMountDirectory()
+        let mountpoint = try makeMountDirectory(named: layout.mountDirectoryName)
         // Where something would fall back, tried in a throwaway child first: a refusal then
         // leaves this process in the caller's namespaces, where the plain mount through
         // fusermount3 and the extract fallback belong. (As root without --fallback=extract
         // nothing would: the trial's millisecond is saved.)
         let trial = fallbackToExtract || geteuid() != 0
         if trial, let refusal = probeNamespaceMount(request, on: mountpoint) {
-            rmdir(mountpoint)
+            removeMountDirectory(mountpoint)
             throw refusal
         }
         var channel: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0,
               makePipe(&ready) else {
-            rmdir(mountpoint)
+            removeMountDirectory(mountpoint)
             throw .failed("cannot create a socket: \(errnoText(errno))")
         }
         // The server: forked twice, so that it is not the app's child, and before unshare(2),
@@ -97,7 +97,7 @@ struct Launcher {
         let first = fork()
         if first < 0 {
             close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
-            rmdir(mountpoint)
+            removeMountDirectory(mountpoint)
             throw .failed("cannot fork: \(errnoText(errno))")
         }
         if first == 0 {
@@ -116,7 +116,7 @@ struct Launcher {
             close(channel[0])  // the server sees end-of-file and exits
             close(ready[0])
             _ = umount2(mountpoint, Int32(MNT_DETACH))
-            rmdir(mountpoint)
+            removeMountDirectory(mountpoint)
         }
         // A refused unshare(2) changes nothing: the caller's namespace may still take a mount.
         do { try Self.unshareNamespace() } catch { abandon(); throw error }
@@ -136,7 +136,7 @@ struct Launcher {
         StartCheck.warn(check?(), opened: opened)
         // As PID 1 this process's exit kills the server before the namespace's end reaches it:
         // the mount is detached here and its directory removed, nothing waits for the server.
-        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); rmdir(mountpoint) }, server: nil)
+        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); removeMountDirectory(mountpoint) }, server: nil)
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
     }
 
@@ -222,7 +222,7 @@ struct Launcher {
         // The mount ends with the app's namespace: nothing to unmount, so no CAP_SYS_ADMIN.
         Privileges.dropForServing(keep: [.dacReadSearch])
         _ = server.run(onReady: { signalReady(ready) })
-        rmdir(mountpoint)
+        removeMountDirectory(mountpoint)
         log.info("the app has exited; removed \(mountpoint)")
         _exit(0)
     }
@@ -232,7 +232,7 @@ struct Launcher {
     private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                         check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         if let refusal = fuseUnavailable() { throw refusal }
-        let mountpoint = try makeMountDirectory()
+        let mountpoint = try makeMountDirectory(named: layout.mountDirectoryName)
         let server: Server
         do {
             var configuration = opened.serverConfiguration(options)
@@ -241,7 +241,7 @@ struct Launcher {
                                 mountpoint: mountpoint, configuration: configuration)
             try server.mount()
         } catch {
-            rmdir(mountpoint)
+            removeMountDirectory(mountpoint)
             throw error
         }
         var lifetime: [Int32] = [-1, -1]
@@ -261,7 +261,7 @@ struct Launcher {
             server.unmountWhenClosed(lifetime[0])
             let readyFD = ready[1]
             _ = server.run(onReady: { signalReady(readyFD) })
-            rmdir(mountpoint)
+            removeMountDirectory(mountpoint)
             _exit(0)
         }
         if !isInit {
@@ -283,7 +283,7 @@ struct Launcher {
 
     private func fatal(_ message: String, _ mountpoint: String) -> Never {
         _ = umount2(mountpoint, Int32(MNT_DETACH))
-        rmdir(mountpoint)
+        removeMountDirectory(mountpoint)
         writeAll(2, "pyzfs: \(message)\n")
         _exit(Exit.runFailed)
     }
@@ -319,16 +319,29 @@ struct Launcher {
         if callerError >= 0 { LogSink.shared.copyWarnings(to: callerError) }
     }
 
-    /// A new directory for the mount point in the first usable scratch place.
-    private func makeMountDirectory() throws(MountFailure) -> String {
+    /// A new directory for the mount point in the first usable scratch place; with `name`
+    /// (`AppLayout.mountDirectoryName`), that name, alone in a new directory.
+    private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> String {
         let places = scratchPlaces()
         for base in places where isWritableDirectory(base) {
             var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
-            if let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) {
-                return string(fromCString: p)
-            }
+            guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { continue }
+            let directory = string(fromCString: p)
+            guard let name else { return directory }
+            if mkdir(directory + "/" + name, 0o700) == 0 { return directory + "/" + name }
+            rmdir(directory)
         }
         throw .noScratch(places)
+    }
+}
+
+/// Removes a mount directory `makeMountDirectory` made, and the directory of its own that a
+/// named one sits in.
+func removeMountDirectory(_ path: String) {
+    rmdir(path)
+    let parts = path.split(separator: "/")
+    if parts.count > 1, parts[parts.count - 2].hasPrefix("pyzfs-run-"), !parts[parts.count - 1].hasPrefix("pyzfs-run-") {
+        rmdir("/" + parts.dropLast().joined(separator: "/"))
     }
 }
 
