@@ -366,10 +366,6 @@ struct Interpreter {
     let path: String
     let leadingArguments: [String]
 
-    func command(appDirectory: String, arguments: [String]) -> [String] {
-        [path] + leadingArguments + [appDirectory] + arguments
-    }
-
     /// `--python`, else the archive's #! line (a name found on PATH, or a path).
     /// - Throws: 127 when none is found, 126 when it is not executable.
     static func resolve(python: String?, opened: OpenedArchive) throws(Failure) -> Interpreter {
