@@ -75,11 +75,23 @@ enum Supervisor {
     }
 
     /// Whether this process has a child other than `server`: waitpid says whether it has any,
-    /// /proc (all its threads' children) whether one is not the server.
+    /// /proc (all its threads' children) whether one is not the server. Where /proc cannot
+    /// tell (not this PID namespace's /proc, as after `unshare --pid --fork` without
+    /// --mount-proc; no CONFIG_PROC_CHILDREN), init does not wait for the app's leftovers:
+    /// waitpid would count the server, which ends only after init, and init would never exit.
     static func hasChildren(except server: pid_t?) -> Bool {
-        if let server, let children = listedChildren() { return children.contains { $0 != server } }
+        if let server {
+            guard readlink("/proc/self") == "\(getpid())", let children = listedChildren() else { return false }
+            return children.contains { $0 != server }
+        }
         var probe: Int32 = 0
         return !(waitpid(-1, &probe, WNOHANG) == -1 && errno == ECHILD)
+    }
+
+    private static func readlink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = Glibc.readlink(path, &buffer, buffer.count - 1)
+        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
     }
 
     /// This process's children from /proc/self/task/*/children; nil where the kernel has no such

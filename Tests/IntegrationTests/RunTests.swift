@@ -214,6 +214,19 @@ struct RunTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: runtime)) ?? []).isEmpty)
     }
 
+    @Test("as PID 1 with --no-namespace and the host's /proc (no --mount-proc): the app's status at once, nothing left",
+          .enabled(if: getuid() == 0, "needs root for a PID namespace"))
+    func asInitWithForeignProc() throws {
+        let runtime = makeTemporaryDirectory("runtime")
+        defer { removeTree(runtime) }
+        // /proc/self/task/*/children then names host pids: it hung, waiting for a child that
+        // was the server all along.
+        let r = run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", pyzfs, "run", "--no-namespace",
+                     app, "--", "exit", "9"], environment: ["XDG_RUNTIME_DIR": runtime], timeout: 60)
+        #expect(r.status == 9, "\(r)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: runtime)) ?? []).isEmpty)
+    }
+
     @Test("as PID 1 with --no-namespace, a process the app left behind keeps the mount until it is done",
           .enabled(if: getuid() == 0, "needs root for a PID namespace"))
     func asInitWithOrphan() throws {
