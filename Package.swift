@@ -34,9 +34,19 @@ let package = Package(
         .target(name: "PyzfsFUSE", dependencies: [
             "PyzfsCore", "CFuse3", .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "pyzfs", dependencies: [
-            "PyzfsCore", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "CLinux",
+        // zipapp, shiv and pex layouts, the bootstrap that starts them in place, inspect's wheel and
+        // ABI checks: pure logic over the core's tree, tested against extracted trees without FUSE.
+        .target(name: "PyzfsApps", dependencies: ["PyzfsCore"]),
+        // Composing the layers into a server (mount), and pyzfs run: launcher, supervisor, extract
+        // cache, scratch-space and namespace decisions.
+        .target(name: "PyzfsRun", dependencies: [
+            "PyzfsCore", "PyzfsApps", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "CLinux",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The command line only: parse, call the libraries, map failures to exit codes.
+        .executableTarget(name: "pyzfs", dependencies: [
+            "PyzfsCore", "PyzfsApps", "PyzfsRun", "PyzfsFUSE", "PyzfsZip",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -50,6 +60,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport"]),
+        .testTarget(name: "PyzfsAppsTests", dependencies: ["PyzfsCore", "PyzfsApps", "PyzfsTestSupport"]),
+        .testTarget(name: "PyzfsRunTests", dependencies: ["PyzfsCore", "PyzfsRun", "PyzfsTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

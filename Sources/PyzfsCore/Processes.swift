@@ -76,13 +76,7 @@ public struct Subprocess {
     public func finish() -> (status: WaitStatus?, output: [UInt8]) {
         var out: [UInt8] = []
         if output >= 0 {
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(output, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                out += chunk[0..<n]
-            }
+            out = readAll(output)
             close(output)
         }
         return (WaitStatus.wait(for: pid), out)
@@ -92,4 +86,25 @@ public struct Subprocess {
     public static func run(_ argv: [String], captureOutput: Bool = false, quiet: Bool = false) -> (status: WaitStatus?, output: [UInt8])? {
         start(argv, captureOutput: captureOutput, quiet: quiet)?.finish()
     }
+}
+
+/// Replaces this process with `argv`; on failure exits 126 or 127 as env(1) does.
+public func execute(_ argv: [String]) -> Never {
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    execv(argv[0], &cArgs)
+    let e = errno
+    writeAll(2, "pyzfs: cannot execute \(argv[0]): \(errnoText(e))\n")
+    _exit(e == ENOENT ? Exit.notFound : Exit.cannotExecute)
+}
+
+/// `getenv` as a String.
+public func readEnvironment(_ name: String) -> String? {
+    guard let v = getenv(name) else { return nil }
+    return string(fromCString: v)
+}
+
+/// Runs a program found on PATH and returns its exit status as a shell shows it (127: it
+/// could not be started).
+public func runProgram(_ argv: [String]) -> Int32 {
+    Subprocess.run(argv)?.status?.shellCode ?? 127
 }

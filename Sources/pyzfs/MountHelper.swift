@@ -1,4 +1,6 @@
+import PyzfsApps
 import PyzfsCore
+import PyzfsRun
 #if canImport(Glibc)
 import Glibc
 #endif

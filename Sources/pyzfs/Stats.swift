@@ -1,5 +1,7 @@
 import ArgumentParser
+import PyzfsApps
 import PyzfsCore
+import PyzfsRun
 import PyzfsFUSE
 
 struct StatsCommand: ParsableCommand {

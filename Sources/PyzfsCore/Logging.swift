@@ -5,16 +5,16 @@ import Glibc
 #endif
 
 /// Where log lines go; switched once the server leaves the terminal.
-enum LogDestination {
+public enum LogDestination {
     case standardError
     case syslog
     case file(Int32)
 }
 
 /// The process's log sink. A process-wide value because swift-log's bootstrap is process-wide.
-final class LogSink: @unchecked Sendable {
+public final class LogSink: @unchecked Sendable {
     // @unchecked: guarded by `lock`.
-    static let shared = LogSink()
+    public static let shared = LogSink()
     private let lock = ConditionLock()
     private var destination = LogDestination.standardError
     /// Where warnings and errors also go, as on a terminal (the caller's stderr for a server of
@@ -22,18 +22,18 @@ final class LogSink: @unchecked Sendable {
     private var warningsAlso: Int32 = -1
     private(set) var level = Logger.Level.info
 
-    func set(_ d: LogDestination) {
+    public func set(_ d: LogDestination) {
         lock.withLock {
             destination = d
             if case .syslog = d { openlog("pyzfs", LOG_PID, LOG_DAEMON) }
         }
     }
 
-    func setLevel(_ l: Logger.Level) { lock.withLock { level = l } }
+    public func setLevel(_ l: Logger.Level) { lock.withLock { level = l } }
 
-    func copyWarnings(to fd: Int32) { lock.withLock { warningsAlso = fd } }
+    public func copyWarnings(to fd: Int32) { lock.withLock { warningsAlso = fd } }
 
-    func write(level: Logger.Level, _ message: String) {
+    public func write(level: Logger.Level, _ message: String) {
         lock.withLock {
             if warningsAlso >= 0 && level >= .warning {
                 writeAll(warningsAlso, "pyzfs: \(level): \(message)\n")
@@ -73,45 +73,23 @@ final class LogSink: @unchecked Sendable {
 }
 
 /// swift-log handler writing to `LogSink`.
-struct PyzfsLogHandler: LogHandler {
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level {
+public struct PyzfsLogHandler: LogHandler {
+    public init() {}
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level {
         get { LogSink.shared.level }
         set { LogSink.shared.setLevel(newValue) }
     }
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(event: LogEvent) {
+    public func log(event: LogEvent) {
         LogSink.shared.write(level: event.level, event.message.description)
     }
 }
 
-/// Writes a whole string to a descriptor (short writes and EINTR retried); false on an error.
-@discardableResult
-func writeAll(_ fd: Int32, _ text: String) -> Bool {
-    var bytes = Array(text.utf8)
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return false }
-        done += n
-    }
-    return true
-}
-
-/// Writes `text` whole to `path`, opened write-only and close-on-exec with `flags` added
-/// (O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW...): the one way pyzfs writes a file.
-func writeFile(_ path: String, _ text: String, flags: Int32 = 0, mode: mode_t = 0o600) -> Bool {
-    let fd = open(path, O_WRONLY | O_CLOEXEC | flags, mode)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    return writeAll(fd, text)
-}
-
-let log: Logger = {
+public let log: Logger = {
     LoggingSystem.bootstrap { _ in PyzfsLogHandler() }
     return Logger(label: "pyzfs")
 }()

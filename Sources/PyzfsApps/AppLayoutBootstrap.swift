@@ -4,7 +4,7 @@
 /// drops the leading frames of this program's globals before the app's hook (or the default)
 /// prints it.
 extension AppLayout {
-    static let hideLauncherFrames = #"""
+    public static let hideLauncherFrames = #"""
 def hide_launcher_frames(error):
     import sys
     if isinstance(error, SystemExit):
@@ -23,7 +23,7 @@ def hide_launcher_frames(error):
     /// the archive as written, sys.path[0] the mount, and `__main__.py` runs through runpy as
     /// CPython runs a directory (`__file__`, `__spec__`, `__package__` and a `__main__`
     /// namespace without the bootstrap's names).
-    static let zipappBootstrap = #"""
+    public static let zipappBootstrap = #"""
 # pyzfs: runs a zipapp from its mount as `python3 ARCHIVE` would.
 \#(hideLauncherFrames)
 def main():
@@ -50,7 +50,7 @@ main()
 /// stay valid for every Python 3 the tools support, and cheap: it imports little beyond what the
 /// interpreter has imported at start-up.
 extension AppLayout {
-    static let bootstrap = #"""
+    public static let bootstrap = #"""
 # pyzfs: starts a shiv or pex app from its mount as the tool's own start-up code would after
 # extracting it. sys.argv: ['-c', N, N settings 'key=value' from pyzfs, the app's arguments...];
 # the paths in settings are relative to root=, the mount.

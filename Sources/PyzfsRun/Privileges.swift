@@ -1,13 +1,14 @@
 import CLinux
+import PyzfsApps
 import PyzfsCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// What a server run as root gives up once its mount is made (docs/decisions/0005-privileges.md).
-enum Privileges {
+public enum Privileges {
     /// Capabilities a serving process may still need, by number (linux/capability.h).
-    enum Kept: UInt64 {
+    public enum Kept: UInt64 {
         /// Reopening the archive through /proc/self/fd/N (libzip's handles), which checks the
         /// file's modes again, and reaching the mount point to unmount it.
         case dacReadSearch = 2
@@ -21,7 +22,7 @@ enum Privileges {
     /// threads inherit them). Does nothing unless the server runs as root: a user's server has no
     /// capability to drop, and no_new_privs would stop libfuse's unmount through the setuid
     /// fusermount3.
-    static func dropForServing(keep: Set<Kept>) {
+    public static func dropForServing(keep: Set<Kept>) {
         guard geteuid() == 0 else { return }
         let mask = keep.reduce(UInt64(0)) { $0 | (1 << $1.rawValue) }
         if pyzfs_drop_privileges(mask) != 0 {

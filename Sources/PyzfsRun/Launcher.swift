@@ -1,5 +1,6 @@
 import CLinux
 import Logging
+import PyzfsApps
 import PyzfsCore
 import PyzfsFUSE
 #if canImport(Glibc)
@@ -15,15 +16,24 @@ import Glibc
 /// signals and exit status are the app's own. When the last process in the namespace exits the
 /// mount goes with it, the server's /dev/fuse reads end, and the server removes the directory.
 /// With `--no-namespace`, or as PID 1, this process stays as the app's parent instead.
-struct Launcher {
-    let archive: String
-    let python: String?
-    let useNamespace: Bool
-    let fallbackToExtract: Bool
-    let optionGroups: [String]
-    let arguments: [String]
+public struct Launcher {
+    public let archive: String
+    public let python: String?
+    public let useNamespace: Bool
+    public let fallbackToExtract: Bool
+    public let optionGroups: [String]
+    public let arguments: [String]
 
-    func launch() -> Never {
+    public init(archive: String, python: String?, useNamespace: Bool, fallbackToExtract: Bool, optionGroups: [String], arguments: [String]) {
+        self.archive = archive
+        self.python = python
+        self.useNamespace = useNamespace
+        self.fallbackToExtract = fallbackToExtract
+        self.optionGroups = optionGroups
+        self.arguments = arguments
+    }
+
+    public func launch() -> Never {
         do {
             try launchOrThrow()
         } catch {
@@ -183,14 +193,7 @@ struct Launcher {
         close(answer[1])
         defer { close(answer[0]) }
         if child < 0 { return .failed("cannot fork: \(errnoText(errno))") }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 512)
-        while true {
-            let n = Glibc.read(answer[0], &chunk, chunk.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
+        let bytes = readAll(answer[0])
         let status = WaitStatus.wait(for: child)
         let text = String(decoding: bytes, as: UTF8.self)
         if text == "ok" { return nil }
@@ -337,7 +340,7 @@ struct Launcher {
 
 /// Removes a mount directory `makeMountDirectory` made, and the directory of its own that a
 /// named one sits in.
-func removeMountDirectory(_ path: String) {
+public func removeMountDirectory(_ path: String) {
     rmdir(path)
     let parts = path.split(separator: "/")
     if parts.count > 1, parts[parts.count - 2].hasPrefix("pyzfs-run-"), !parts[parts.count - 1].hasPrefix("pyzfs-run-") {
@@ -347,7 +350,7 @@ func removeMountDirectory(_ path: String) {
 
 /// Where `pyzfs run` may make its mount directory: `$TMPDIR`, `$XDG_RUNTIME_DIR`, then /tmp
 /// (absolute paths only, as the XDG specification asks).
-func scratchPlaces() -> [String] {
+public func scratchPlaces() -> [String] {
     var places: [String] = []
     for p in [readEnvironment("TMPDIR"), readEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
         if let p, p.hasPrefix("/"), !places.contains(p) { places.append(p) }
@@ -356,46 +359,7 @@ func scratchPlaces() -> [String] {
 }
 
 /// A directory this process may create entries in, on a file system mounted read-write.
-func isWritableDirectory(_ path: String) -> Bool {
+public func isWritableDirectory(_ path: String) -> Bool {
     var fs = statvfs()
     return access(path, W_OK | X_OK) == 0 && statvfs(path, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) == 0
-}
-
-/// The interpreter command line of an app.
-struct Interpreter {
-    let path: String
-    let leadingArguments: [String]
-
-    /// `--python`, else the archive's #! line (a name found on PATH, or a path).
-    /// - Throws: 127 when none is found, 126 when it is not executable.
-    static func resolve(python: String?, opened: OpenedArchive) throws(Failure) -> Interpreter {
-        var program: String
-        var leading: [String] = []
-        if let python {
-            program = python
-        } else if let words = Zipapp.interpreterLine(of: opened.file, index: opened.index),
-                  let parsed = Zipapp.interpreter(fromLine: words) {
-            program = parsed.program
-            leading = parsed.arguments
-        } else {
-            program = "python3"
-            log.info("\(opened.path) has no #! line; running it with python3")
-        }
-        guard let path = findExecutable(program) else {
-            throw Failure(Exit.notFound, "no interpreter found: \(program) (from \(python == nil ? "the archive's #! line" : "--python")); install it or pass --python PATH")
-        }
-        guard access(path, X_OK) == 0 else {
-            throw Failure(Exit.cannotExecute, "the interpreter \(path) cannot be executed: \(errnoText(errno))")
-        }
-        return Interpreter(path: path, leadingArguments: leading)
-    }
-}
-
-/// Replaces this process with `argv`; on failure exits 126 or 127 as env(1) does.
-func execute(_ argv: [String]) -> Never {
-    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    execv(argv[0], &cArgs)
-    let e = errno
-    writeAll(2, "pyzfs: cannot execute \(argv[0]): \(errnoText(e))\n")
-    _exit(e == ENOENT ? Exit.notFound : Exit.cannotExecute)
 }

@@ -1,109 +1,30 @@
-import ArgumentParser
 import Logging
+import PyzfsApps
 import PyzfsCore
 import PyzfsFUSE
 #if canImport(Glibc)
 import Glibc
 #endif
 
-struct MountCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "mount",
-        abstract: "Mount a zipapp (.pyz) or zip archive read-only.",
-        discussion: """
-        Returns once the mount is usable; the server then runs in the background and logs to \
-        syslog/journald (-o log=FILE for a file). With -f it stays in the foreground and logs to \
-        stderr. The mount is always read-only, nosuid and nodev: rw, dev and suid are overridden \
-        with a warning; the one exception is bytecode (see pycache=): with the bytecode overlay \
-        the kernel mount is rw, and the server refuses every other change with EROFS. Unmount with \
-        'pyzfs unmount MOUNTPOINT' (or fusermount3 -u, or umount).
-
-        Options (-o, comma-separated; each paragraph below is one):
-
-        cache_size=SIZE: memory for decompressed members, such as 256M or 1G (default: an \
-        eighth of the memory this process may use, cgroup limit included, between 64M and 1G).
-
-        uid=N, gid=N: owner and group of every file (default: the mounting user's).
-
-        umask=OCT: permission bits cleared from every mode, such as 022.
-
-        log=FILE: the log file of the background server (default: syslog).
-
-        symlinks=inside|all: links pointing out of the mount are hidden (inside, the default) \
-        or shown as they are (all).
-
-        pycache=auto|memory|off: with memory, CPython may write .pyc files into __pycache__ \
-        directories; they are held in memory until unmount, so each module is compiled once \
-        per mount (the kernel mount is then rw; every other write is still refused with EROFS, \
-        and only the mounting user and root may write bytecode). auto (the default) chooses \
-        memory when most .py files have no pyc beside them (shiv, pex); ro turns it off.
-
-        ro: a read-only kernel mount (findmnt shows ro), with the bytecode overlay off \
-        whatever pycache= says; fstab's ro does the same.
-
-        sha256=HEX: the archive's SHA-256 as sha256sum prints it. The whole file is hashed \
-        before anything is read from it (one pass, about 1 GB/s), a mismatch exits 65 (125 for \
-        pyzfs run), and once mounted any change of the file (size, mtime or ctime: a write, even \
-        with the mtime put back, or a chmod) fails the reads that need it with EIO.
-
-        pycache_size=SIZE: bytes of bytecode held at most, each file's and directory's name and \
-        384 bytes per entry counted too (default 64M; beyond, CPython just does not cache).
-
-        prefetch=N: threads that decompress shared libraries before they are read (default: \
-        one less than the CPUs, at least 1; 0 disables).
-
-        threads=N: threads answering reads that wait for a decompression or the disk (default: \
-        the CPUs, at least 2).
-
-        allow_other, allow_root, default_permissions, auto_unmount, fsname=, subtype=, \
-        max_read=, noexec, noatime and the other mount(8) flags are passed to libfuse; \
-        defaults, nofail, _netdev, auto, noauto, user(s) and x-* (fstab words) are ignored. \
-        Any other option is an error.
-
-        As an fstab entry (mount(8) runs /sbin/mount.fuse.pyzfs, or mount.fuse3, which runs \
-        'pyzfs ARCHIVE MOUNTPOINT -o OPTIONS'): \
-        /opt/app.pyz /mnt/app fuse.pyzfs allow_other,nofail 0 0
-
-        Exit codes: 0 mounted; 64 bad option; 65 not a zip or damaged; 66 archive unreadable; \
-        69 FUSE unavailable; 70 internal error; 71 mount failed; 73 bad mount point; \
-        75 mount point in use; 77 no permission (docs/errors.md).
-        """)
-
-    @Argument(help: "The zipapp or zip file to mount.")
-    var archive: String
-
-    @Argument(help: "An existing directory to mount it on.")
-    var mountpoint: String
-
-    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated (see below).", valueName: "options"))
-    var options: [String] = []
-
-    @Flag(name: .customShort("f"), help: "Stay in the foreground and log to stderr.")
-    var foreground = false
-
-    @Flag(name: .customShort("d"), help: "Log every FUSE request (implies -f).")
-    var debug = false
-
-    @Flag(name: .customShort("v"), help: "Log each decompression with its size and duration.")
-    var verbose = false
-
-
-    func run() throws {
-        try Mounter(archive: archive, mountpoint: mountpoint, optionGroups: options,
-                    foreground: foreground || debug, debug: debug, verbose: verbose).mount()
-    }
-}
-
 /// `pyzfs mount` step by step; every failure is a `Failure` with its exit code.
-struct Mounter {
-    let archive: String
-    let mountpoint: String
-    let optionGroups: [String]
-    let foreground: Bool
-    let debug: Bool
-    let verbose: Bool
+public struct Mounter {
+    public let archive: String
+    public let mountpoint: String
+    public let optionGroups: [String]
+    public let foreground: Bool
+    public let debug: Bool
+    public let verbose: Bool
 
-    func mount() throws(Failure) {
+    public init(archive: String, mountpoint: String, optionGroups: [String], foreground: Bool, debug: Bool, verbose: Bool) {
+        self.archive = archive
+        self.mountpoint = mountpoint
+        self.optionGroups = optionGroups
+        self.foreground = foreground
+        self.debug = debug
+        self.verbose = verbose
+    }
+
+    public func mount() throws(Failure) {
         let options: MountOptions
         do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.usage, "\(error)") }
         if debug || verbose { LogSink.shared.setLevel(.debug) }
@@ -196,19 +117,19 @@ struct Mounter {
 }
 
 /// Escapes `,` and `\` for libfuse's -o parser.
-func escapeOption(_ s: String) -> String {
+public func escapeOption(_ s: String) -> String {
     s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
 }
 
 extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
+    public func replacingOccurrences(of target: String, with replacement: String) -> String {
         guard !target.isEmpty else { return self }
         return split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
     }
 }
 
 /// The absolute mount point, after checking that something can be mounted on it.
-func checkMountPoint(_ path: String) throws(Failure) -> String {
+public func checkMountPoint(_ path: String) throws(Failure) -> String {
     // A dead FUSE mount may still answer stat from the kernel's attribute cache; the mount
     // table and statfs (never cached) tell the truth.
     let lexical = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
@@ -247,20 +168,20 @@ func checkMountPoint(_ path: String) throws(Failure) -> String {
 }
 
 /// Whether the mount at `path` has lost its server ("Transport endpoint is not connected").
-func isDeadMount(_ path: String) -> Bool {
+public func isDeadMount(_ path: String) -> Bool {
     var st = statvfs()
     return statvfs(path, &st) != 0 && errno == ENOTCONN
 }
 
 /// Why no FUSE mount can be attempted here at all (nil: one can be).
-func fuseUnavailable() -> MountFailure? {
+public func fuseUnavailable() -> MountFailure? {
     if access("/dev/fuse", F_OK) != 0 { return .noDevice }
     if getuid() != 0 && Fusermount.path() == nil { return .noFusermount }
     return nil
 }
 
 /// `pyzfs mount`'s failure for a mount that cannot be made: one line and its exit code.
-func mountFailure(_ failure: MountFailure, mountpoint: String) -> Failure {
+public func mountFailure(_ failure: MountFailure, mountpoint: String) -> Failure {
     let code: Int32
     switch failure {
     case .noDevice, .noFusermount: code = Exit.noFUSE

@@ -1,4 +1,5 @@
 import CLinux
+import PyzfsApps
 import PyzfsCore
 #if canImport(Glibc)
 import Glibc
@@ -7,24 +8,24 @@ import Glibc
 /// The app's parent when pyzfs cannot simply become the app: as PID 1 in a container (a
 /// minimal init, as tini is) and with `--no-namespace`. Forwards signals, reaps orphans, and
 /// exits with the app's status.
-enum Supervisor {
-    static let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH]
+public enum Supervisor {
+    public static let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH]
 
     /// How the mount ends when this process is PID 1: its exit kills every process of the
     /// container, the server too, so the mount must be ended first.
-    struct InitCleanup {
+    public struct InitCleanup {
         /// Ends the mount (closes the server's lifetime pipe, or detaches the namespace's mount).
-        let end: () -> Void
+        public let end: () -> Void
         /// The server, this process's child as init, waited for after `end` so that it unmounts
         /// and removes its directory itself; nil when it cannot end before this process does.
-        let server: pid_t?
+        public let server: pid_t?
     }
 
     /// - Parameters:
     ///   - waitForAll: become the parent of every orphaned descendant of the app (a subreaper) and
     ///     return only once every descendant has exited (the mount lives that long).
     ///   - asInit: what ends the mount when this process is PID 1.
-    static func run(_ argv: [String], waitForAll: Bool, asInit: InitCleanup? = nil) -> Never {
+    public static func run(_ argv: [String], waitForAll: Bool, asInit: InitCleanup? = nil) -> Never {
         if waitForAll { _ = pyzfs_set_child_subreaper() }
         var set = sigset_t()
         sigemptyset(&set)
@@ -79,7 +80,7 @@ enum Supervisor {
     /// tell (not this PID namespace's /proc, as after `unshare --pid --fork` without
     /// --mount-proc; no CONFIG_PROC_CHILDREN), init does not wait for the app's leftovers:
     /// waitpid would count the server, which ends only after init, and init would never exit.
-    static func hasChildren(except server: pid_t?) -> Bool {
+    public static func hasChildren(except server: pid_t?) -> Bool {
         if let server {
             guard readlink("/proc/self") == "\(getpid())", let children = listedChildren() else { return false }
             return children.contains { $0 != server }
@@ -96,7 +97,7 @@ enum Supervisor {
 
     /// This process's children from /proc/self/task/*/children; nil where the kernel has no such
     /// file (CONFIG_PROC_CHILDREN) or /proc is not mounted.
-    static func listedChildren() -> [pid_t]? {
+    public static func listedChildren() -> [pid_t]? {
         guard let tasks = directoryNames("/proc/self/task") else { return nil }
         var children: [pid_t] = []
         for task in tasks {
@@ -107,7 +108,7 @@ enum Supervisor {
     }
 
     /// Exits as the app did: its code, or (unless init, which cannot) the same signal.
-    static func finish(_ raw: Int32, isInit: Bool) -> Never {
+    public static func finish(_ raw: Int32, isInit: Bool) -> Never {
         let status = WaitStatus(raw: raw)
         guard let signal = status.signal else { exit(status.exitCode ?? 0) }
         if !isInit {

@@ -13,28 +13,28 @@ import Glibc
 ///
 /// Made in two steps: `init` reads and checks the metadata (before mounting, so a malformed
 /// archive fails with nothing to undo), `command(root:)` gives the command once `root` is known.
-struct AppLayout {
-    let interpreter: Interpreter
+public struct AppLayout {
+    public let interpreter: Interpreter
     /// The archive as the caller wrote it: the app's `sys.argv[0]`.
-    let archive: String
-    let arguments: [String]
+    public let archive: String
+    public let arguments: [String]
     /// The shiv or pex metadata; nil for a plain zipapp.
-    let bundled: BundledApp?
+    public let bundled: BundledApp?
     /// The name the mount directory must have: a shiv preamble reads its parent's name as
     /// shiv's extraction directory (`NAME_BUILDID`) and may tidy that directory's siblings, so
     /// it gets that name, alone in a directory of its own. nil: any name.
-    var mountDirectoryName: String? { bundled?.preamble == nil ? nil : bundled?.shivDirectoryName }
+    public var mountDirectoryName: String? { bundled?.preamble == nil ? nil : bundled?.shivDirectoryName }
     /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
-    let settings: [String]
+    public let settings: [String]
     /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex
     /// isolates the app.
-    let pythonOptions: [String]
+    public let pythonOptions: [String]
 
     /// Reads the archive's shiv or pex metadata and the tools' overrides in `environment`.
     /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,
     ///   names a script the archive does not have, or an override is invalid; 127 when a
     ///   --sh-boot pex finds no python3 on PATH.
-    init(_ opened: OpenedArchive, archive: String, interpreter: Interpreter, arguments: [String],
+    public init(_ opened: OpenedArchive, archive: String, interpreter: Interpreter, arguments: [String],
          environment: (String) -> String? = readEnvironment) throws(Failure) {
         self.archive = archive
         self.arguments = arguments
@@ -69,7 +69,7 @@ struct AppLayout {
     /// The command that runs the app mounted on (or extracted to) `root`: for a plain zipapp
     /// `[python] + #! arguments + ["-c", zipappBootstrap, root, archive] + arguments`; for shiv and pex
     /// `[python] + #! arguments + pythonOptions + ["-c", bootstrap, N, N settings] + arguments`.
-    func command(root: String) -> [String] {
+    public func command(root: String) -> [String] {
         guard bundled != nil else {
             return [interpreter.path] + interpreter.leadingArguments + ["-c", Self.zipappBootstrap, root, archive] + arguments
         }

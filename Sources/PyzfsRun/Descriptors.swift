@@ -1,3 +1,4 @@
+import PyzfsCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,7 +6,7 @@ import Glibc
 /// Turns a forked child into a background server: only `keeping` stays open (the log file
 /// too), a new session without a terminal, `/` as working directory, stdio on /dev/null, and
 /// logs to `logFD` (or syslog when it is -1).
-func detachFromCaller(keeping: Set<Int32>, logFD: Int32) {
+public func detachFromCaller(keeping: Set<Int32>, logFD: Int32) {
     closeDescriptors(except: keeping.union([logFD]))
     setsid()
     _ = chdir("/")
@@ -20,7 +21,7 @@ func detachFromCaller(keeping: Set<Int32>, logFD: Int32) {
 /// Closes every descriptor of this process except `keep` and 0, 1, 2.
 /// A daemon must not hold what its caller gave it: a pipe of a test runner, ssh or CI job stays
 /// open as long as any holder lives, and the caller would wait for it forever.
-func closeDescriptors(except keep: Set<Int32>) {
+public func closeDescriptors(except keep: Set<Int32>) {
     // The listing's own descriptor is among the names, closed already: close() says EBADF.
     let open = directoryNames("/proc/self/fd")?.compactMap { Int32($0) } ?? Array(0..<1024)
     for fd in open where !keep.contains(fd) && fd > 2 {
@@ -29,12 +30,12 @@ func closeDescriptors(except keep: Set<Int32>) {
 }
 
 /// The names in directory `path`, without `.` and `..`; nil when it cannot be listed.
-func directoryNames(_ path: String) -> [String]? {
+public func directoryNames(_ path: String) -> [String]? {
     names(in: opendir(path))
 }
 
 /// The names in the directory open as `fd` (which stays open, its offset unchanged).
-func directoryNames(in fd: Int32) -> [String]? {
+public func directoryNames(in fd: Int32) -> [String]? {
     let copy = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard copy >= 0 else { return nil }
     guard let dir = fdopendir(copy) else {
@@ -59,7 +60,7 @@ private func names(in dir: OpaquePointer?) -> [String]? {
 }
 
 /// A pipe whose two ends are closed on exec: the ready signal of a server to its parent.
-func makePipe(_ fds: inout [Int32]) -> Bool {
+public func makePipe(_ fds: inout [Int32]) -> Bool {
     guard pipe(&fds) == 0 else { return false }
     _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
     _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
@@ -67,14 +68,14 @@ func makePipe(_ fds: inout [Int32]) -> Bool {
 }
 
 /// Tells the parent waiting in `waitForReady` that the mount is usable.
-func signalReady(_ fd: Int32) {
+public func signalReady(_ fd: Int32) {
     var byte: UInt8 = 1
     _ = Glibc.write(fd, &byte, 1)
     close(fd)
 }
 
 /// Whether the server signalled readiness (false: it closed the pipe by exiting first).
-func waitForReady(_ fd: Int32) -> Bool {
+public func waitForReady(_ fd: Int32) -> Bool {
     var byte: UInt8 = 0
     var n: Int
     repeat { n = Glibc.read(fd, &byte, 1) } while n < 0 && errno == EINTR

@@ -5,13 +5,13 @@ import PyzfsCore
 /// `PEX-INFO` (pex) and from the distributions it bundles, without mounting. Paths are relative
 /// to the archive's root ("" is the root). `pyzfs run` starts the app from it; `pyzfs inspect`
 /// can report it.
-struct BundledApp: Sendable {
-    enum Kind: String, Sendable {
+public struct BundledApp: Sendable {
+    public enum Kind: String, Sendable {
         case shiv, pex
     }
 
     /// What the tool's start-up code runs.
-    enum Entry: Equatable, Sendable {
+    public enum Entry: Equatable, Sendable {
         /// `module:attr.attr` called with no arguments; its result is the exit status.
         case callable(module: String, attributes: [String])
         /// A module run as `__main__`.
@@ -27,23 +27,23 @@ struct BundledApp: Sendable {
     }
 
     /// A distribution the archive bundles.
-    struct Distribution: Equatable, Sendable {
+    public struct Distribution: Equatable, Sendable {
         /// The project name as its metadata directory (or wheel file) spells it.
-        var name: String
-        var version: String
+        public var name: String
+        public var version: String
         /// Its `.dist-info` directory, or nil when it is kept as a `.whl` file.
-        var metadataDirectory: String?
+        public var metadataDirectory: String?
         /// pex: the wheel's tags from its file name (`cp311-cp311-manylinux_2_17_x86_64`).
-        var wheelTags: String?
+        public var wheelTags: String?
         /// pex: where the wheel's scripts and data were stashed (`.deps/NAME.whl/.prefix`).
-        var stash: String? = nil
+        public var stash: String? = nil
         /// The sys.path entries it adds: shiv's `site-packages`, pex's `.deps/NAME.whl`, or what
         /// pex's `.layout.json` says.
-        var sysPath: [String] = []
+        public var sysPath: [String] = []
     }
 
     /// pex's inherit_path: whether the interpreter's own site-packages stay on sys.path.
-    enum InheritPath: String, Sendable {
+    public enum InheritPath: String, Sendable {
         /// Dropped (the default).
         case `false`
         /// Kept, before the app's distributions.
@@ -52,52 +52,52 @@ struct BundledApp: Sendable {
         case fallback
     }
 
-    let kind: Kind
+    public let kind: Kind
     /// The shiv or pex version that built the archive.
-    let toolVersion: String?
+    public let toolVersion: String?
     /// The recorded entry point (`module:function`, or a module), before environment overrides.
-    let entryPoint: String?
+    public let entryPoint: String?
     /// The recorded script name (a console script, or a script a distribution installs), before
     /// environment overrides; shiv and pex record an entry point instead when `-c` names a
     /// console script.
-    let script: String?
+    public let script: String?
     /// Directories put on sys.path as site directories (their .pth files processed), in order:
     /// shiv's `site-packages`; each pex distribution's chroot (or `.whl` file).
-    let sitePackages: [String]
+    public let sitePackages: [String]
     /// pex: the user code's directory, first on sys.path (the archive root); nil for shiv, whose
     /// root is first on sys.path as the archive itself is.
-    let userCode: String?
-    let distributions: [Distribution]
+    public let userCode: String?
+    public let distributions: [Distribution]
 
     // pex settings (empty for shiv)
-    let inheritPath: InheritPath
-    let injectEnvironment: [String: String]
-    let injectArguments: [String]
-    let injectPythonArguments: [String]
+    public let inheritPath: InheritPath
+    public let injectEnvironment: [String: String]
+    public let injectArguments: [String]
+    public let injectPythonArguments: [String]
     /// pex's hermetic boot: a --venv pex whose venv scripts run with -I (the default), or
     /// another pex with inherit_path false.
-    let hermeticBoot: Bool
+    public let hermeticBoot: Bool
     /// Whether it is a --venv pex.
-    let isVenv: Bool
+    public let isVenv: Bool
     /// Interpreter constraints such as `CPython>=3.9,<3.13`, one of which must hold.
-    let interpreterConstraints: [String]
+    public let interpreterConstraints: [String]
     /// `oldest` or `newest`: which interpreter meeting the constraints pex prefers.
-    let interpreterSelection: String
+    public let interpreterSelection: String
     /// Whether PEX_* variables are removed before the app runs.
-    let stripsToolEnvironment: Bool
+    public let stripsToolEnvironment: Bool
     /// Variables set to the path of a resource found on sys.path (pex bind_resource_paths).
-    let resourceBindings: [String: String]
+    public let resourceBindings: [String: String]
 
     // shiv settings
     /// SHIV_EXTEND_PYTHONPATH: the app's paths exported in PYTHONPATH for subprocesses.
-    let extendsPythonPath: Bool
+    public let extendsPythonPath: Bool
     /// SHIV_PREPEND_PYTHONPATH: a directory put first on sys.path.
-    let prependedPath: String?
+    public let prependedPath: String?
     /// A script shiv runs before the entry point (`site-packages/bin/NAME`).
-    let preamble: String?
+    public let preamble: String?
     /// The name of shiv's extraction directory, `ARCHIVE-NAME_BUILD-ID`, which preambles read
     /// (`site_packages.parent`); nil for a pex.
-    let shivDirectoryName: String?
+    public let shivDirectoryName: String?
 
     private let tree: Tree
     private let reader: MemberReader
@@ -109,7 +109,7 @@ extension BundledApp {
     /// The archive's shiv or pex metadata, or nil for any other archive: shiv has
     /// `environment.json` and `_bootstrap/` at its root, pex has `PEX-INFO`.
     /// - Throws: a `Failure` (exit 125) when the metadata is there but malformed.
-    init?(_ opened: OpenedArchive) throws(Failure) {
+    public init?(_ opened: OpenedArchive) throws(Failure) {
         let tree = opened.filesystem.tree
         switch Self.kind(of: tree) {
         case .pex?: try self.init(pex: opened, info: tree.lookup(path: "PEX-INFO")!)
@@ -119,7 +119,7 @@ extension BundledApp {
     }
 
     /// Whether the tree is a shiv's or a pex's, by the files named above (nothing is read).
-    static func kind(of tree: Tree) -> Kind? {
+    public static func kind(of tree: Tree) -> Kind? {
         func has(_ path: String, _ kind: NodeKind) -> Bool { tree.lookup(path: path).map { tree.nodes[$0].kind == kind } ?? false }
         if has("PEX-INFO", .file) { return .pex }
         if has("environment.json", .file) && has("_bootstrap", .directory) { return .shiv }
@@ -272,7 +272,7 @@ extension BundledApp {
 
     /// `entry` (relative, "." or "" for the directory itself) joined to `directory`, or nil when
     /// it leaves it.
-    static func normalize(_ entry: String, under directory: String) -> String? {
+    public static func normalize(_ entry: String, under directory: String) -> String? {
         var parts = directory.split(separator: "/").map(String.init)
         let floor = parts.count
         for part in entry.split(separator: "/") where part != "." {
@@ -287,7 +287,7 @@ extension BundledApp {
     }
 
     /// "name-1.0" as ("name", "1.0"): metadata directories escape "-" in names.
-    static func splitNameVersion(_ s: String) -> (String, String) {
+    public static func splitNameVersion(_ s: String) -> (String, String) {
         guard let dash = s.firstIndex(of: "-") else { return (s, "") }
         return (String(s[..<dash]), String(s[s.index(after: dash)...]))
     }
@@ -318,7 +318,7 @@ extension BundledApp {
 
 extension BundledApp {
     /// A console (or GUI) script of the bundled distributions: (distribution, `module:attr`).
-    func consoleScript(named name: String) -> (Distribution, String)? {
+    public func consoleScript(named name: String) -> (Distribution, String)? {
         for distribution in distributions {
             if let value = consoleScripts(of: distribution)[name] { return (distribution, value) }
         }
@@ -326,7 +326,7 @@ extension BundledApp {
     }
 
     /// The `console_scripts` and `gui_scripts` of a distribution's entry_points.txt, by name.
-    func consoleScripts(of distribution: Distribution) -> [String: String] {
+    public func consoleScripts(of distribution: Distribution) -> [String: String] {
         guard let directory = distribution.metadataDirectory, let text = text(of: directory + "/entry_points.txt") else { return [:] }
         var scripts: [String: String] = [:]
         var section = ""
@@ -348,7 +348,7 @@ extension BundledApp {
     /// `PEX_INTERPRETER`), and whether pex's inject_args apply (not under an override).
     /// - Throws: a `Failure` (exit 125) when a script named cannot be found; its message is
     ///   meant to follow "cannot run ARCHIVE as a shiv: ".
-    func entry(environment: (String) -> String?) throws(Failure) -> (entry: Entry, injectsArguments: Bool) {
+    public func entry(environment: (String) -> String?) throws(Failure) -> (entry: Entry, injectsArguments: Bool) {
         func value(_ name: String) -> String? { environment(name).flatMap { $0.isEmpty ? nil : $0 } }
         switch kind {
         case .shiv:
@@ -379,7 +379,7 @@ extension BundledApp {
     }
 
     /// pex's reading of an entry point: `module:attr.attr` (extras in brackets ignored) or a module.
-    static func parseEntryPoint(_ value: String) -> Entry {
+    public static func parseEntryPoint(_ value: String) -> Entry {
         let spec = value.split(separator: "[", maxSplits: 1, omittingEmptySubsequences: false)[0]
         let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
         let module = trimmed(parts[0])
@@ -463,13 +463,13 @@ private func trimmed(_ s: some StringProtocol) -> String { String(s).trimmingCha
 // MARK: file formats
 
 /// A wheel file name: `name-version(-build)?-python-abi-platform.whl`.
-struct WheelName: Equatable, Sendable {
-    var name: String
-    var version: String
+public struct WheelName: Equatable, Sendable {
+    public var name: String
+    public var version: String
     /// `python-abi-platform`, each part possibly dotted (`py2.py3-none-any`).
-    var tags: String
+    public var tags: String
 
-    init?(_ file: String) {
+    public init?(_ file: String) {
         guard file.hasSuffix(".whl") else { return nil }
         let parts = file.dropLast(4).split(separator: "-", omittingEmptySubsequences: false).map(String.init)
         guard parts.count == 5 || parts.count == 6, !parts.contains(where: \.isEmpty) else { return nil }
@@ -479,20 +479,20 @@ struct WheelName: Equatable, Sendable {
     }
 
     /// Whether the wheel has no platform-specific code (platform tag `any`).
-    var isPure: Bool { tags.split(separator: "-").last.map { $0.split(separator: ".").contains("any") } ?? false }
+    public var isPure: Bool { tags.split(separator: "-").last.map { $0.split(separator: ".").contains("any") } ?? false }
 }
 
 /// shiv's environment.json (the keys pyzfs uses; others are ignored).
 private struct ShivEnvironment: Decodable {
-    var shivVersion: String?
-    var entryPoint: String?
-    var script: String?
-    var extendPythonPath: Bool?
-    var prependPythonPath: String?
-    var preamble: String?
-    var buildId: String?
+    public var shivVersion: String?
+    public var entryPoint: String?
+    public var script: String?
+    public var extendPythonPath: Bool?
+    public var prependPythonPath: String?
+    public var preamble: String?
+    public var buildId: String?
 
-    enum CodingKeys: String, CodingKey {
+    public enum CodingKeys: String, CodingKey {
         case shivVersion = "shiv_version", entryPoint = "entry_point", script
         case extendPythonPath = "extend_pythonpath", prependPythonPath = "prepend_pythonpath", preamble
         case buildId = "build_id"
@@ -501,40 +501,40 @@ private struct ShivEnvironment: Decodable {
 
 /// pex's PEX-INFO (the keys pyzfs uses; others are ignored).
 private struct PexInfo: Decodable {
-    struct BuildProperties: Decodable {
-        var pexVersion: String?
-        enum CodingKeys: String, CodingKey { case pexVersion = "pex_version" }
+    public struct BuildProperties: Decodable {
+        public var pexVersion: String?
+        public enum CodingKeys: String, CodingKey { case pexVersion = "pex_version" }
     }
 
     /// "false", "prefer", "fallback"; old pex wrote a boolean (true meaning prefer).
-    struct InheritPathValue: Decodable {
-        var value: String
-        init(from decoder: any Decoder) throws {
+    public struct InheritPathValue: Decodable {
+        public var value: String
+        public init(from decoder: any Decoder) throws {
             let container = try decoder.singleValueContainer()
             if let flag = try? container.decode(Bool.self) { value = flag ? "prefer" : "false" } else { value = try container.decode(String.self) }
         }
     }
 
-    var entryPoint: String?
-    var script: String?
-    var inheritPath: InheritPathValue?
-    var injectEnv: [String: String]?
-    var injectArgs: [String]?
-    var injectPythonArgs: [String]?
-    var interpreterConstraints: [String]?
-    var interpreterSelectionStrategy: String?
-    var stripPexEnv: Bool?
-    var distributions: [String: String]?
-    var depsAreWheelFiles: Bool?
-    var pexPath: String?
-    var pexPaths: [String]?
-    var bindResourcePaths: [String: String]?
-    var venv: Bool?
-    var venvSystemSitePackages: Bool?
-    var venvHermeticScripts: Bool?
-    var buildProperties: BuildProperties?
+    public var entryPoint: String?
+    public var script: String?
+    public var inheritPath: InheritPathValue?
+    public var injectEnv: [String: String]?
+    public var injectArgs: [String]?
+    public var injectPythonArgs: [String]?
+    public var interpreterConstraints: [String]?
+    public var interpreterSelectionStrategy: String?
+    public var stripPexEnv: Bool?
+    public var distributions: [String: String]?
+    public var depsAreWheelFiles: Bool?
+    public var pexPath: String?
+    public var pexPaths: [String]?
+    public var bindResourcePaths: [String: String]?
+    public var venv: Bool?
+    public var venvSystemSitePackages: Bool?
+    public var venvHermeticScripts: Bool?
+    public var buildProperties: BuildProperties?
 
-    enum CodingKeys: String, CodingKey {
+    public enum CodingKeys: String, CodingKey {
         case entryPoint = "entry_point", script, inheritPath = "inherit_path", injectEnv = "inject_env"
         case injectArgs = "inject_args", injectPythonArgs = "inject_python_args"
         case interpreterConstraints = "interpreter_constraints", interpreterSelectionStrategy = "interpreter_selection_strategy"
@@ -547,7 +547,7 @@ private struct PexInfo: Decodable {
 
 /// `.layout.json` of a pex distribution's chroot.
 private struct InstalledLayout: Decodable {
-    var stashDir: String?
-    var sysPathEntries: [String]?
-    enum CodingKeys: String, CodingKey { case stashDir = "stash_dir", sysPathEntries = "sys_path_entries" }
+    public var stashDir: String?
+    public var sysPathEntries: [String]?
+    public enum CodingKeys: String, CodingKey { case stashDir = "stash_dir", sysPathEntries = "sys_path_entries" }
 }

@@ -1,32 +1,11 @@
-import ArgumentParser
+import PyzfsApps
 import PyzfsCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-struct UnmountCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "unmount",
-        abstract: "Unmount a pyzfs mount, including one whose server has died.",
-        discussion: """
-        A mount whose server is gone answers "Transport endpoint is not connected"; this clears it.
-        Exit codes: 0 unmounted; 1 failed; 73 not a pyzfs mount point; 75 busy (files open).
-        """,
-        aliases: ["umount"])
-
-    @Argument(help: "The mount point.")
-    var mountpoint: String
-
-    @Flag(name: [.customShort("l"), .long], help: "Detach now; the mount goes once nothing uses it.")
-    var lazy = false
-
-    func run() throws {
-        try unmount(mountpoint, lazy: lazy)
-    }
-}
-
 /// Unmounts a pyzfs mount; says what happened.
-func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
+public func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
     let absolute = resolveMountPoint(path)
     guard let record = MountTable.mount(at: absolute) else {
         throw Failure(Exit.badMountPoint, "\(absolute) is not a mount point; pyzfs list shows the pyzfs mounts")
@@ -64,7 +43,7 @@ func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Failure) {
 /// `path` absolute with its symbolic links resolved, as the mount table names mount points.
 /// realpath fails on a dead mount (ENOTCONN): then the parent is resolved, and a link in the
 /// last component followed by hand.
-func resolveMountPoint(_ path: String) -> String {
+public func resolveMountPoint(_ path: String) -> String {
     var current = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
     for _ in 0..<40 {  // SYMLOOP_MAX
         if let real = realpath(current, nil) {
@@ -81,27 +60,4 @@ func resolveMountPoint(_ path: String) -> String {
         current = normalizePath(target.hasPrefix("/") ? target : parent + "/" + target)
     }
     return current
-}
-
-/// Runs a program found on PATH and returns its exit status as a shell shows it (127: it
-/// could not be started).
-func runProgram(_ argv: [String]) -> Int32 {
-    Subprocess.run(argv)?.status?.shellCode ?? 127
-}
-
-func currentDirectory() -> String {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    guard getcwd(&buffer, buffer.count) != nil else { return "/" }
-    return string(fromCString: buffer)
-}
-
-/// Removes `.`, `..` and empty components without touching the filesystem.
-func normalizePath(_ path: String) -> String {
-    var parts: [Substring] = []
-    for c in path.split(separator: "/") {
-        if c == "." { continue }
-        if c == ".." { _ = parts.popLast(); continue }
-        parts.append(c)
-    }
-    return "/" + parts.joined(separator: "/")
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import PyzfsApps
 import PyzfsCore
+import PyzfsRun
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -78,10 +80,4 @@ struct RunCommand: ParsableCommand {
                                 arguments: arguments.first == "--" ? Array(arguments.dropFirst()) : arguments)
         launcher.launch()
     }
-}
-
-/// `getenv` as a String.
-func readEnvironment(_ name: String) -> String? {
-    guard let v = getenv(name) else { return nil }
-    return string(fromCString: v)
 }

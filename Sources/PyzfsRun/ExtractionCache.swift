@@ -1,5 +1,6 @@
 import CLinux
 import Crypto
+import PyzfsApps
 import PyzfsCore
 #if canImport(Glibc)
 import Glibc
@@ -23,9 +24,9 @@ import Glibc
 /// - Safety: only the tree's normalised names are created (no `..`, no `/`, no absolute
 ///   names, no links out of the tree), each relative to its parent directory's descriptor with
 ///   O_NOFOLLOW, so nothing is written outside the entry whatever the member names.
-enum ExtractionCache {
+public enum ExtractionCache {
     /// The cache directory, and a note when it is not the first choice.
-    static func root() throws(Failure) -> (path: String, note: String?) {
+    public static func root() throws(Failure) -> (path: String, note: String?) {
         var candidates: [(String, String)] = []
         if let x = absoluteEnvironment("XDG_CACHE_HOME") {
             candidates.append((x + "/pyzfs", "$XDG_CACHE_HOME"))
@@ -47,13 +48,13 @@ enum ExtractionCache {
 
     /// The value of environment variable `name` when it is an absolute path: the XDG Base
     /// Directory specification says relative values are to be ignored.
-    static func absoluteEnvironment(_ name: String) -> String? {
+    public static func absoluteEnvironment(_ name: String) -> String? {
         guard let value = readEnvironment(name), value.hasPrefix("/") else { return nil }
         return value
     }
 
     /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
-    static func unusableReason(_ path: String) -> String? {
+    public static func unusableReason(_ path: String) -> String? {
         guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
         // Extension modules are mapped executable: from a noexec file system every .so fails.
         guard pyzfs_is_noexec(path) == 0 else { return "is on a noexec file system" }
@@ -62,7 +63,7 @@ enum ExtractionCache {
 
     /// Creates `path` (and its parents) as this user's, mode 0700; refuses one owned by someone
     /// else or a symlink (in /tmp, another user could have made it first).
-    static func makePrivateDirectory(_ path: String) -> Bool {
+    public static func makePrivateDirectory(_ path: String) -> Bool {
         var built = ""
         for part in path.split(separator: "/") {
             built += "/" + part
@@ -76,7 +77,7 @@ enum ExtractionCache {
 
     /// The entry key of an archive opened with some options: SHA-256 of its central directory,
     /// its size and the options that change the tree.
-    static func key(of opened: OpenedArchive) -> String {
+    public static func key(of opened: OpenedArchive) -> String {
         var hasher = SHA256()
         let index = opened.index
         if let directory = try? opened.file.readExactly(Int(index.centralDirectorySize), at: index.centralDirectoryOffset) {
@@ -90,19 +91,19 @@ enum ExtractionCache {
     }
 
     /// SHA-256 of the whole archive file.
-    static func fullHash(of file: ArchiveFile) throws(Failure) -> String {
+    public static func fullHash(of file: ArchiveFile) throws(Failure) -> String {
         do { return try sha256(of: file) } catch {
             throw Failure(Exit.runFailed, "cannot read the archive to key the extraction cache: \(error); check that the archive is readable and not being rewritten")
         }
     }
 
-    static func identity(of file: ArchiveFile) -> String {
+    public static func identity(of file: ArchiveFile) -> String {
         "\(file.device):\(file.inode):\(file.size):\(file.modificationTime)"
     }
 
     /// The directory of the extracted app, extracting it first if need be. A shared lock on
     /// its entry is held by this process (and the app it becomes).
-    static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
+    public static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
         let (root, note) = try root()
         if let note { log.warning("\(note)") }
         var key = key(of: opened)
@@ -132,11 +133,11 @@ enum ExtractionCache {
         throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path): its entries keep colliding; clear the cache with pyzfs cache clean")
     }
 
-    enum Found { case ready(Int32), missing, collision(String) }
+    public enum Found { case ready(Int32), missing, collision(String) }
 
     /// Looks for a complete entry made from this archive, and share-locks it (`.ready` holds
     /// the locked descriptor of its directory).
-    static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
+    public static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
         while true {
             let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else {
@@ -165,7 +166,7 @@ enum ExtractionCache {
 
     /// With the entry's build lock held: extracts into a new temporary directory beside the
     /// entry, syncs it and renames it into place; on any failure nothing is left.
-    static func build(_ opened: OpenedArchive, entry: String) throws(Failure) {
+    public static func build(_ opened: OpenedArchive, entry: String) throws(Failure) {
         var st = stat()
         if lstat(entry, &st) == 0 {
             // Incomplete or of an older layout.
@@ -195,7 +196,7 @@ enum ExtractionCache {
     }
 
     /// A new, empty `ENTRY.tmp-XXXXXX` directory.
-    static func makeTemporary(_ entry: String) throws(Failure) -> String {
+    public static func makeTemporary(_ entry: String) throws(Failure) -> String {
         var template = Array("\(entry).tmp-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw Failure(Exit.runFailed, "cannot create a directory beside \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
@@ -205,7 +206,7 @@ enum ExtractionCache {
 
     /// Removes an entry unless an app uses it (the caller holds its build lock): renamed to a
     /// temporary name first, so that no start sees it half removed. False when it is in use.
-    static func discard(_ entry: String) throws(Failure) -> Bool {
+    public static func discard(_ entry: String) throws(Failure) -> Bool {
         let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(entry): \(errnoText(errno))") }
         defer { close(fd) }
@@ -223,7 +224,7 @@ enum ExtractionCache {
     /// Opens (creating it) and locks the lock file `path` with `operation`, retrying until the
     /// file locked is the one the name holds (`cache clean` unlinks a lock it holds).
     /// Returns nil when `operation` has LOCK_NB and someone else holds it.
-    static func lock(_ path: String, _ operation: Int32) throws(Failure) -> Int32? {
+    public static func lock(_ path: String, _ operation: Int32) throws(Failure) -> Int32? {
         while true {
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot lock \(path): \(errnoText(errno)); check the cache directory's permissions, or clear it with pyzfs cache clean") }
@@ -239,16 +240,16 @@ enum ExtractionCache {
     }
 
     /// Whether descriptor `fd` is the file `path` names now.
-    static func isSameFile(_ fd: Int32, _ path: String) -> Bool {
+    public static func isSameFile(_ fd: Int32, _ path: String) -> Bool {
         var held = stat(), named = stat()
         return fstat(fd, &held) == 0 && lstat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino
     }
 
-    static func parentOf(_ path: String) -> String {
+    public static func parentOf(_ path: String) -> String {
         String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
     }
 
-    static func syncDirectory(_ path: String) -> Bool {
+    public static func syncDirectory(_ path: String) -> Bool {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -257,7 +258,7 @@ enum ExtractionCache {
 
     /// Extracts every node of the tree into `directory` (which must not exist), depth first
     /// with one directory open at a time, so that no depth or width runs out of descriptors.
-    static func extract(_ opened: OpenedArchive, into directory: String) throws(Failure) {
+    public static func extract(_ opened: OpenedArchive, into directory: String) throws(Failure) {
         let fs = opened.filesystem
         let tree = fs.tree
         guard mkdir(directory, 0o700) == 0 else { throw Failure(Exit.runFailed, "cannot create \(directory): \(errnoText(errno))") }
@@ -319,7 +320,7 @@ enum ExtractionCache {
                     } catch {
                         throw Failure(Exit.runFailed, "cannot extract \(tree.path(of: i)): \(error)")
                     }
-                    guard n > 0, buffer.withUnsafeBytes({ Glibc.write(file, $0.baseAddress, n) }) == n else { throw fail("write", i) }
+                    guard n > 0, buffer.withUnsafeBytes({ writeAll(file, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else { throw fail("write", i) }
                     offset += UInt64(n)
                     progress.advance(UInt64(n))
                 }
@@ -332,7 +333,7 @@ enum ExtractionCache {
 
     /// Removes the tree at `path`, making read-only directories writable first; never leaves
     /// its file system. Returns 0 or the errno of the first failure.
-    static func removeTree(_ path: String) -> Int32 {
+    public static func removeTree(_ path: String) -> Int32 {
         let e = walkTree(path, entering: { fd in
             var st = stat()
             // A read-only directory (0555 in the archive) refuses the removal of its contents.
@@ -345,7 +346,7 @@ enum ExtractionCache {
     }
 
     /// Bytes allocated to the tree at `path`, as du counts them.
-    static func diskUsage(_ path: String) -> UInt64 {
+    public static func diskUsage(_ path: String) -> UInt64 {
         var total: UInt64 = 0
         var st = stat()
         if lstat(path, &st) == 0 { total += UInt64(st.st_blocks) * 512 }
@@ -360,7 +361,7 @@ enum ExtractionCache {
     /// calling `entering` with each directory's descriptor before its contents and `visit` with
     /// every entry below `path` (a directory after its contents), its parent's descriptor and
     /// its lstat. Does not descend into another file system. Returns 0 or the first errno.
-    static func walkTree(_ path: String, entering: (Int32) -> Bool, visit: (Int32, String, stat) -> Bool) -> Int32 {
+    public static func walkTree(_ path: String, entering: (Int32) -> Bool, visit: (Int32, String, stat) -> Bool) -> Int32 {
         var fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
@@ -399,20 +400,20 @@ enum ExtractionCache {
 }
 
 /// Progress on a terminal for long work (nothing when stderr is not a terminal or the work is small).
-final class Progress {
-    let total: UInt64
-    let label: String
+public final class Progress {
+    public let total: UInt64
+    public let label: String
     private var done: UInt64 = 0
     private var shown = -1
     private let enabled: Bool
 
-    init(total: UInt64, label: String) {
+    public init(total: UInt64, label: String) {
         self.total = total
         self.label = label
         enabled = isatty(2) != 0 && total >= 64 << 20
     }
 
-    func advance(_ n: UInt64) {
+    public func advance(_ n: UInt64) {
         guard enabled else { return }
         done = done.addingSaturating(n)
         // Divided first: `done * 100` could overflow for a total near 2^64 (a saturated sum).
@@ -423,5 +424,5 @@ final class Progress {
         }
     }
 
-    func finish() { if enabled && shown >= 0 { writeAll(2, "\n") } }
+    public func finish() { if enabled && shown >= 0 { writeAll(2, "\n") } }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Logging
+import PyzfsApps
 import PyzfsCore
 import PyzfsFUSE
 import PyzfsInflate
@@ -8,17 +9,9 @@ import PyzfsZip
 import Glibc
 #endif
 
-/// An archive opened, indexed and ready to serve: what `mount` and `run` share.
-struct OpenedArchive {
-    let path: String
-    let file: ArchiveFile
-    let index: ZipIndex
-    let filesystem: ArchiveFileSystem
-    /// Whether the mount accepts bytecode into memory (and so cannot be a read-only kernel mount).
-    var acceptsBytecode: Bool { filesystem.overlay != nil }
-
+extension OpenedArchive {
     /// How a server mounts and serves this archive with `options` (pyzfs mount and pyzfs run).
-    func serverConfiguration(_ options: MountOptions) -> ServerConfiguration {
+    public func serverConfiguration(_ options: MountOptions) -> ServerConfiguration {
         var c = ServerConfiguration()
         // Zero-message opens need the kernel to refuse write intent: only on a read-only mount.
         c.zeroMessageOpens = !acceptsBytecode
@@ -33,26 +26,14 @@ struct OpenedArchive {
 }
 
 /// The descriptor of `-o log=FILE` opened for appending, -1 when there is none or it cannot be opened.
-func openLogFile(_ options: MountOptions) -> Int32 {
+public func openLogFile(_ options: MountOptions) -> Int32 {
     guard let file = options.logFile else { return -1 }
     return open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
 }
 
-/// The absolute form of `path` (symlinks resolved when it exists).
-func absolutePath(_ path: String) -> String {
-    if let r = realpath(path, nil) {
-        defer { free(r) }
-        return string(fromCString: r)
-    }
-    if path.hasPrefix("/") { return path }
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    guard getcwd(&buffer, buffer.count) != nil else { return path }
-    return string(fromCString: buffer) + "/" + path
-}
-
 /// Opens and indexes an archive and builds what serves it.
 /// - Throws: a `Failure` with exit code 66 (cannot read) or 65 (not a zip, damaged).
-func openArchive(_ path: String, options: MountOptions) throws(Failure) -> OpenedArchive {
+public func openArchive(_ path: String, options: MountOptions) throws(Failure) -> OpenedArchive {
     let absolute = absolutePath(path)
     let file: ArchiveFile
     let index: ZipIndex
@@ -94,7 +75,7 @@ func openArchive(_ path: String, options: MountOptions) throws(Failure) -> Opene
 }
 
 /// Logs the members that were skipped or changed, the first few in full.
-func report(_ warnings: [TreeWarning]) {
+public func report(_ warnings: [TreeWarning]) {
     let shown = 10
     for w in warnings.prefix(shown) { log.warning("\(w)") }
     if warnings.count > shown {
@@ -103,7 +84,7 @@ func report(_ warnings: [TreeWarning]) {
 }
 
 /// SHA-256 of the whole file, as sha256sum prints it.
-func sha256(of file: ArchiveFile) throws(ArchiveError) -> String {
+public func sha256(of file: ArchiveFile) throws(ArchiveError) -> String {
     var hasher = SHA256()
     var buffer = [UInt8](repeating: 0, count: 1 << 20)
     var offset: UInt64 = 0
@@ -117,6 +98,6 @@ func sha256(of file: ArchiveFile) throws(ArchiveError) -> String {
 }
 
 /// Lower-case hexadecimal digits of `bytes`.
-func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
+public func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
     bytes.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
 }

@@ -1,84 +1,42 @@
-import ArgumentParser
 import FoundationEssentials
 import PyzfsCore
-import PyzfsZip
 #if canImport(Glibc)
 import Glibc
 #endif
 
-struct InspectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "inspect",
-        abstract: "Show what an archive holds and whether its native extensions load in an interpreter.",
-        discussion: """
-        Without mounting: the prefix and #! line, the kind of app (zipapp, shiv, pex), the \
-        distributions with their wheel tags, every native extension checked against the \
-        interpreter (the archive's #! one by default, or --python) for Python version and ABI, \
-        machine, and libc kind and version (manylinux/musllinux level, glibc symbol versions), \
-        shared libraries stored compressed (inflated on first use), bytecode, members the linked \
-        libraries cannot decompress, encrypted members and symlinks out of the archive.
-        Exit codes: 0 (also when problems are found; see the JSON's "problems"), 65, 66 as for mount.
-        """)
-
-    @Argument(help: "The zipapp or zip file.")
-    var archive: String
-
-    @Option(help: ArgumentHelp("The interpreter to check against (default: the archive's #! line).", valueName: "path"))
-    var python: String?
-
-    @Flag(help: "Print JSON for tools.")
-    var json = false
-
-    func run() throws {
-        var options = MountOptions()
-        options.pycache = .off
-        LogSink.shared.setLevel(.error)  // the report says what the mount would warn about
-        let opened = try openArchive(archive, options: options)
-        let report = Inspector(opened: opened).report(python: python)
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let data = try encoder.encode(report)
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            print(report.text)
-        }
-    }
-}
-
 /// What `pyzfs inspect` reports.
-struct InspectionReport: Codable {
-    struct Distribution: Codable { var name: String; var version: String; var tags: [String]; var path: String; var problems: [String] }
-    struct Extension: Codable {
-        var path: String; var size: UInt64; var compressed: Bool; var machine: String?; var glibc: String?; var problems: [String]
+public struct InspectionReport: Codable {
+    public struct Distribution: Codable { var name: String; var version: String; var tags: [String]; var path: String; var problems: [String] }
+    public struct Extension: Codable {
+        public var path: String; var size: UInt64; var compressed: Bool; var machine: String?; var glibc: String?; var problems: [String]
     }
-    var archive: String
-    var size: UInt64
-    var members: Int
-    var prefixBytes: UInt64
-    var prefixCountedInOffsets: Bool
-    var interpreterLine: String?
-    var kind: String
-    var entryPoint: String?
-    var interpreter: InterpreterFacts?
-    var interpreterPath: String?
-    var interpreterNote: String?
-    var distributions: [Distribution]
-    var extensions: [Extension]
-    var sharedLibraries: [Extension]
-    var compressedSharedLibraryBytes: UInt64
+    public var archive: String
+    public var size: UInt64
+    public var members: Int
+    public var prefixBytes: UInt64
+    public var prefixCountedInOffsets: Bool
+    public var interpreterLine: String?
+    public var kind: String
+    public var entryPoint: String?
+    public var interpreter: InterpreterFacts?
+    public var interpreterPath: String?
+    public var interpreterNote: String?
+    public var distributions: [Distribution]
+    public var extensions: [Extension]
+    public var sharedLibraries: [Extension]
+    public var compressedSharedLibraryBytes: UInt64
     /// ELF programs (executable members that are not shared objects, such as a wheel's bin/ruff).
-    var executables: [Extension]
-    var timestampPycs: Int
-    var hashPycs: Int
-    var sourcesWithoutBytecode: Int
-    var undecodable: [String]
-    var encrypted: [String]
-    var outOfTreeSymlinks: [String]
-    var skippedNames: [String]
-    var problems: [String]
+    public var executables: [Extension]
+    public var timestampPycs: Int
+    public var hashPycs: Int
+    public var sourcesWithoutBytecode: Int
+    public var undecodable: [String]
+    public var encrypted: [String]
+    public var outOfTreeSymlinks: [String]
+    public var skippedNames: [String]
+    public var problems: [String]
 
-    var text: String {
+    public var text: String {
         var t: [String] = []
         t.append("archive: \(archive) (\(formatSize(size)), \(members) members)")
         if prefixBytes > 0 {
@@ -123,17 +81,24 @@ struct InspectionReport: Codable {
 }
 
 /// Gathers an `InspectionReport`.
-struct Inspector {
-    let opened: OpenedArchive
-    var fs: ArchiveFileSystem { opened.filesystem }
-    var tree: Tree { fs.tree }
+public struct Inspector {
+    public let opened: OpenedArchive
+    /// Whether the linked decoders decompress a compression method (libzip's answer, given by the caller).
+    public let decodes: (UInt16) -> Bool
 
-    func bytes(of node: Int, limit: UInt64 = 1 << 30) -> [UInt8]? {
+    public init(opened: OpenedArchive, decodes: @escaping (UInt16) -> Bool) {
+        self.opened = opened
+        self.decodes = decodes
+    }
+    public var fs: ArchiveFileSystem { opened.filesystem }
+    public var tree: Tree { fs.tree }
+
+    public func bytes(of node: Int, limit: UInt64 = 1 << 30) -> [UInt8]? {
         guard tree.nodes[node].kind == .file, tree.nodes[node].entry >= 0 else { return nil }
         return try? fs.reader.readWhole(Int(tree.nodes[node].entry), limit: limit)
     }
 
-    func report(python: String?) -> InspectionReport {
+    public func report(python: String?) -> InspectionReport {
         let index = opened.index
         let line = Zipapp.interpreterLine(of: opened.file, index: index)
         var facts: InterpreterFacts? = nil
@@ -165,7 +130,7 @@ struct Inspector {
             let entry = index.entries[Int(node.entry)]
             let path = tree.path(of: i)
             if entry.isEncrypted { encrypted.append(path); continue }
-            if entry.method != 0 && entry.method != 8 && !LibzipDecoder.supports(method: entry.method) {
+            if entry.method != 0 && entry.method != 8 && !decodes(entry.method) {
                 undecodable.append("\(path) (\(compressionMethodName(entry.method)))")
                 continue
             }
@@ -217,7 +182,7 @@ struct Inspector {
             outOfTreeSymlinks: hidden, skippedNames: skipped, problems: problems)
     }
 
-    func distribution(_ i: Int, name: String, facts: InterpreterFacts?) -> InspectionReport.Distribution {
+    public func distribution(_ i: Int, name: String, facts: InterpreterFacts?) -> InspectionReport.Distribution {
         var dname = String(name.dropLast(".dist-info".count))
         var version = ""
         if let dash = dname.lastIndex(of: "-") {
@@ -239,7 +204,7 @@ struct Inspector {
         return .init(name: dname, version: version, tags: tags, path: tree.path(of: i), problems: problems)
     }
 
-    func kindAndEntryPoint() -> (String, String?) {
+    public func kindAndEntryPoint() -> (String, String?) {
         do {
             if let app = try BundledApp(opened) {
                 let kind = app.kind.rawValue + (app.toolVersion.map { " \($0)" } ?? "") + ", runs in place with pyzfs run"
@@ -255,8 +220,8 @@ struct Inspector {
 
 /// Asks an interpreter what it can load, in a few milliseconds (-I -S: no site, no imports but
 /// os and sys), so that pyzfs run can afford it while it mounts.
-struct InterpreterProbe {
-    static let script = """
+public struct InterpreterProbe {
+    public static let script = """
     import os, sys
     i = sys.implementation
     v = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
@@ -265,15 +230,15 @@ struct InterpreterProbe {
                     (i.cache_tag + "-" + i._multiarch) if getattr(i, "_multiarch", None) and i.cache_tag else "",
                     os.uname().machine, libc, version]))
     """
-    let process: Subprocess
+    public let process: Subprocess
 
     /// Starts the interpreter; `finish()` collects its answer.
-    static func start(_ python: String) -> InterpreterProbe? {
+    public static func start(_ python: String) -> InterpreterProbe? {
         Subprocess.start([python, "-I", "-S", "-c", Self.script], captureOutput: true, quiet: true).map { InterpreterProbe(process: $0) }
     }
 
     /// The interpreter's answer (nil if it gave none).
-    func finish() -> InterpreterFacts? {
+    public func finish() -> InterpreterFacts? {
         let out = process.finish().output
         let f = String(decoding: out, as: UTF8.self).trimmingCharacters(in: " \n").split(separator: "|", omittingEmptySubsequences: false).map(String.init)
         guard f.count == 7, !f[0].isEmpty else { return nil }
@@ -281,11 +246,11 @@ struct InterpreterProbe {
                                 soabi: f[3].isEmpty ? nil : f[3], machine: f[4], libc: f[5], libcVersion: f[6])
     }
 
-    static func facts(of python: String) -> InterpreterFacts? { start(python)?.finish() }
+    public static func facts(of python: String) -> InterpreterFacts? { start(python)?.finish() }
 
     /// The facts of a CPython binary named `pythonX.Y` (after symlinks) on this system, without
     /// running it; nil for anything else (a wrapper, a pyenv shim), which must be asked.
-    static func quickFacts(of python: String) -> InterpreterFacts? {
+    public static func quickFacts(of python: String) -> InterpreterFacts? {
         guard let real = realpath(python, nil) else { return nil }
         defer { free(real) }
         let name = String(string(fromCString: real).split(separator: "/").last ?? "")
@@ -310,9 +275,9 @@ struct InterpreterProbe {
 
 /// The warnings pyzfs run prints before starting an app whose native extensions cannot load in
 /// the chosen interpreter (the check of pyzfs inspect, on file names and wheel tags only).
-enum StartCheck {
+public enum StartCheck {
     /// Starts finding out about the interpreter while the mount is made.
-    static func begin(_ interpreter: Interpreter, opened: OpenedArchive) -> (() -> InterpreterFacts?)? {
+    public static func begin(_ interpreter: Interpreter, opened: OpenedArchive) -> (() -> InterpreterFacts?)? {
         let tree = opened.filesystem.tree
         let tagged = tree.nodes.indices.contains { i in
             tree.nodes[i].kind == .file && ExtensionTag(fileName: String(decoding: tree.name(of: i), as: UTF8.self))?.abi?.hasPrefix("cpython-") == true
@@ -324,7 +289,7 @@ enum StartCheck {
     }
 
     /// Warns about extensions that cannot load (at most five lines).
-    static func warn(_ facts: InterpreterFacts?, opened: OpenedArchive) {
+    public static func warn(_ facts: InterpreterFacts?, opened: OpenedArchive) {
         guard let facts else { return }
         let tree = opened.filesystem.tree
         var problems: [String] = []

@@ -5,49 +5,49 @@ import Glibc
 
 /// pyzfs's exit codes: part of its interface, listed in docs/errors.md. They follow sysexits.h
 /// where one fits, and env(1)/docker for `pyzfs run`'s own failures.
-enum Exit {
-    static let success: Int32 = 0
+public enum Exit {
+    public static let success: Int32 = 0
     /// An unmount failed for a reason not listed below.
-    static let failure: Int32 = 1
+    public static let failure: Int32 = 1
     /// Bad command line or `-o` option (EX_USAGE, as swift-argument-parser uses).
-    static let usage: Int32 = 64
+    public static let usage: Int32 = 64
     /// The archive is not a zip, or is damaged (EX_DATAERR).
-    static let badArchive: Int32 = 65
+    public static let badArchive: Int32 = 65
     /// The archive cannot be opened or read (EX_NOINPUT).
-    static let noArchive: Int32 = 66
+    public static let noArchive: Int32 = 66
     /// FUSE is unavailable: no /dev/fuse, no fusermount3 (EX_UNAVAILABLE).
-    static let noFUSE: Int32 = 69
+    public static let noFUSE: Int32 = 69
     /// An internal error, such as a server that died before it was ready (EX_SOFTWARE).
-    static let software: Int32 = 70
+    public static let software: Int32 = 70
     /// The mount system call failed for another reason (EX_OSERR).
-    static let mountFailed: Int32 = 71
+    public static let mountFailed: Int32 = 71
     /// The mount point is missing, not a directory, or not a pyzfs mount (EX_CANTCREAT).
-    static let badMountPoint: Int32 = 73
+    public static let badMountPoint: Int32 = 73
     /// The mount point is in use: already mounted, or busy at unmount (EX_TEMPFAIL).
-    static let busy: Int32 = 75
+    public static let busy: Int32 = 75
     /// Not permitted to mount (EX_NOPERM).
-    static let noPermission: Int32 = 77
+    public static let noPermission: Int32 = 77
     /// `pyzfs run`: pyzfs itself failed before the app started (as docker run).
-    static let runFailed: Int32 = 125
+    public static let runFailed: Int32 = 125
     /// `pyzfs run`: the interpreter exists but cannot be executed.
-    static let cannotExecute: Int32 = 126
+    public static let cannotExecute: Int32 = 126
     /// `pyzfs run`: no interpreter found.
-    static let notFound: Int32 = 127
+    public static let notFound: Int32 = 127
 }
 
 /// A failure the user must see: one line and an exit code.
-struct Failure: Error, CustomStringConvertible {
-    let code: Int32
-    let message: String
-    init(_ code: Int32, _ message: String) {
+public struct Failure: Error, CustomStringConvertible {
+    public let code: Int32
+    public let message: String
+    public init(_ code: Int32, _ message: String) {
         self.code = code
         self.message = message
     }
-    var description: String { message }
+    public var description: String { message }
 }
 
 extension Failure {
-    init(_ error: ArchiveError, path: String) {
+    public init(_ error: ArchiveError, path: String) {
         switch error {
         case let .cannotOpen(path, e):
             let hint: String
