@@ -1,3 +1,5 @@
+import Foundation
+import Glibc
 import PyzfsCore
 
 /// A minimal zip writer for unit tests: stored members, optional prefix, optional Zip64 records,
@@ -106,4 +108,18 @@ public func memoryFileSystem(_ writer: ZipWriter, budget: Int = 1 << 20,
     let tree = Tree(index: index, options: options) { i in try? reader.readWhole(i, limit: 4096) }
     return ArchiveFileSystem(tree: tree, reader: reader, cacheBudget: budget, ownership: Ownership(uid: 1000, gid: 1000),
                              pycacheBudget: pycacheBudget)
+}
+
+/// `writer`'s archive written to a file of its own and opened as `pyzfs run` opens one (stored
+/// members only): for the layers above the core, without FUSE.
+public func openedArchive(_ writer: ZipWriter, name: String = "app.pyz") throws -> OpenedArchive {
+    let path = makeTemporaryDirectory("archive") + "/" + name
+    let bytes = writer.bytes()
+    guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw HarnessError("cannot write \(path)") }
+    let file = try ArchiveFile(path: path)
+    let index = try ZipIndex.read(from: file, path: path)
+    let reader = MemberReader(source: file, index: index, decoders: [], checksum: ZipWriter.checksum)
+    let tree = Tree(index: index, options: TreeOptions()) { i in try? reader.readWhole(i, limit: 4096) }
+    let fs = ArchiveFileSystem(tree: tree, reader: reader, cacheBudget: 1 << 20, ownership: Ownership(uid: getuid(), gid: getgid()))
+    return OpenedArchive(path: path, file: file, index: index, filesystem: fs)
 }
