@@ -28,7 +28,7 @@ public struct AppLayout {
     public let settings: [String]
     /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex
     /// isolates the app.
-    public let pythonOptions: [String]
+    let pythonOptions: [String]
 
     /// Reads the archive's shiv or pex metadata and the tools' overrides in `environment`.
     /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,

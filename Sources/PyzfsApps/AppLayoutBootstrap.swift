@@ -4,7 +4,7 @@
 /// drops the leading frames of this program's globals before the app's hook (or the default)
 /// prints it.
 extension AppLayout {
-    public static let hideLauncherFrames = #"""
+    static let hideLauncherFrames = #"""
 def hide_launcher_frames(error):
     import sys
     if isinstance(error, SystemExit):
@@ -23,7 +23,7 @@ def hide_launcher_frames(error):
     /// the archive as written, sys.path[0] the mount, and `__main__.py` runs through runpy as
     /// CPython runs a directory (`__file__`, `__spec__`, `__package__` and a `__main__`
     /// namespace without the bootstrap's names).
-    public static let zipappBootstrap = #"""
+    static let zipappBootstrap = #"""
 # pyzfs: runs a zipapp from its mount as `python3 ARCHIVE` would.
 \#(hideLauncherFrames)
 def main():

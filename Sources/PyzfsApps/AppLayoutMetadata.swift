@@ -32,18 +32,18 @@ public struct BundledApp: Sendable {
         public var name: String
         public var version: String
         /// Its `.dist-info` directory, or nil when it is kept as a `.whl` file.
-        public var metadataDirectory: String?
+        var metadataDirectory: String?
         /// pex: the wheel's tags from its file name (`cp311-cp311-manylinux_2_17_x86_64`).
         public var wheelTags: String?
         /// pex: where the wheel's scripts and data were stashed (`.deps/NAME.whl/.prefix`).
-        public var stash: String? = nil
+        var stash: String? = nil
         /// The sys.path entries it adds: shiv's `site-packages`, pex's `.deps/NAME.whl`, or what
         /// pex's `.layout.json` says.
-        public var sysPath: [String] = []
+        var sysPath: [String] = []
     }
 
     /// pex's inherit_path: whether the interpreter's own site-packages stay on sys.path.
-    public enum InheritPath: String, Sendable {
+    enum InheritPath: String, Sendable {
         /// Dropped (the default).
         case `false`
         /// Kept, before the app's distributions.
@@ -63,36 +63,36 @@ public struct BundledApp: Sendable {
     public let script: String?
     /// Directories put on sys.path as site directories (their .pth files processed), in order:
     /// shiv's `site-packages`; each pex distribution's chroot (or `.whl` file).
-    public let sitePackages: [String]
+    let sitePackages: [String]
     /// pex: the user code's directory, first on sys.path (the archive root); nil for shiv, whose
     /// root is first on sys.path as the archive itself is.
-    public let userCode: String?
+    let userCode: String?
     public let distributions: [Distribution]
 
     // pex settings (empty for shiv)
-    public let inheritPath: InheritPath
-    public let injectEnvironment: [String: String]
-    public let injectArguments: [String]
-    public let injectPythonArguments: [String]
+    let inheritPath: InheritPath
+    let injectEnvironment: [String: String]
+    let injectArguments: [String]
+    let injectPythonArguments: [String]
     /// pex's hermetic boot: a --venv pex whose venv scripts run with -I (the default), or
     /// another pex with inherit_path false.
-    public let hermeticBoot: Bool
+    let hermeticBoot: Bool
     /// Whether it is a --venv pex.
-    public let isVenv: Bool
+    let isVenv: Bool
     /// Interpreter constraints such as `CPython>=3.9,<3.13`, one of which must hold.
-    public let interpreterConstraints: [String]
+    let interpreterConstraints: [String]
     /// `oldest` or `newest`: which interpreter meeting the constraints pex prefers.
-    public let interpreterSelection: String
+    let interpreterSelection: String
     /// Whether PEX_* variables are removed before the app runs.
-    public let stripsToolEnvironment: Bool
+    let stripsToolEnvironment: Bool
     /// Variables set to the path of a resource found on sys.path (pex bind_resource_paths).
-    public let resourceBindings: [String: String]
+    let resourceBindings: [String: String]
 
     // shiv settings
     /// SHIV_EXTEND_PYTHONPATH: the app's paths exported in PYTHONPATH for subprocesses.
-    public let extendsPythonPath: Bool
+    let extendsPythonPath: Bool
     /// SHIV_PREPEND_PYTHONPATH: a directory put first on sys.path.
-    public let prependedPath: String?
+    let prependedPath: String?
     /// A script shiv runs before the entry point (`site-packages/bin/NAME`).
     public let preamble: String?
     /// The name of shiv's extraction directory, `ARCHIVE-NAME_BUILD-ID`, which preambles read
@@ -272,7 +272,7 @@ extension BundledApp {
 
     /// `entry` (relative, "." or "" for the directory itself) joined to `directory`, or nil when
     /// it leaves it.
-    public static func normalize(_ entry: String, under directory: String) -> String? {
+    static func normalize(_ entry: String, under directory: String) -> String? {
         var parts = directory.split(separator: "/").map(String.init)
         let floor = parts.count
         for part in entry.split(separator: "/") where part != "." {
@@ -287,7 +287,7 @@ extension BundledApp {
     }
 
     /// "name-1.0" as ("name", "1.0"): metadata directories escape "-" in names.
-    public static func splitNameVersion(_ s: String) -> (String, String) {
+    static func splitNameVersion(_ s: String) -> (String, String) {
         guard let dash = s.firstIndex(of: "-") else { return (s, "") }
         return (String(s[..<dash]), String(s[s.index(after: dash)...]))
     }
@@ -318,7 +318,7 @@ extension BundledApp {
 
 extension BundledApp {
     /// A console (or GUI) script of the bundled distributions: (distribution, `module:attr`).
-    public func consoleScript(named name: String) -> (Distribution, String)? {
+    func consoleScript(named name: String) -> (Distribution, String)? {
         for distribution in distributions {
             if let value = consoleScripts(of: distribution)[name] { return (distribution, value) }
         }
@@ -326,7 +326,7 @@ extension BundledApp {
     }
 
     /// The `console_scripts` and `gui_scripts` of a distribution's entry_points.txt, by name.
-    public func consoleScripts(of distribution: Distribution) -> [String: String] {
+    func consoleScripts(of distribution: Distribution) -> [String: String] {
         guard let directory = distribution.metadataDirectory, let text = text(of: directory + "/entry_points.txt") else { return [:] }
         var scripts: [String: String] = [:]
         var section = ""
@@ -379,7 +379,7 @@ extension BundledApp {
     }
 
     /// pex's reading of an entry point: `module:attr.attr` (extras in brackets ignored) or a module.
-    public static func parseEntryPoint(_ value: String) -> Entry {
+    static func parseEntryPoint(_ value: String) -> Entry {
         let spec = value.split(separator: "[", maxSplits: 1, omittingEmptySubsequences: false)[0]
         let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
         let module = trimmed(parts[0])
@@ -463,7 +463,7 @@ private func trimmed(_ s: some StringProtocol) -> String { String(s).trimmingCha
 // MARK: file formats
 
 /// A wheel file name: `name-version(-build)?-python-abi-platform.whl`.
-public struct WheelName: Equatable, Sendable {
+struct WheelName: Equatable, Sendable {
     public var name: String
     public var version: String
     /// `python-abi-platform`, each part possibly dotted (`py2.py3-none-any`).
@@ -479,20 +479,20 @@ public struct WheelName: Equatable, Sendable {
     }
 
     /// Whether the wheel has no platform-specific code (platform tag `any`).
-    public var isPure: Bool { tags.split(separator: "-").last.map { $0.split(separator: ".").contains("any") } ?? false }
+    var isPure: Bool { tags.split(separator: "-").last.map { $0.split(separator: ".").contains("any") } ?? false }
 }
 
 /// shiv's environment.json (the keys pyzfs uses; others are ignored).
 private struct ShivEnvironment: Decodable {
-    public var shivVersion: String?
-    public var entryPoint: String?
-    public var script: String?
-    public var extendPythonPath: Bool?
-    public var prependPythonPath: String?
-    public var preamble: String?
-    public var buildId: String?
+    var shivVersion: String?
+    var entryPoint: String?
+    var script: String?
+    var extendPythonPath: Bool?
+    var prependPythonPath: String?
+    var preamble: String?
+    var buildId: String?
 
-    public enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case shivVersion = "shiv_version", entryPoint = "entry_point", script
         case extendPythonPath = "extend_pythonpath", prependPythonPath = "prepend_pythonpath", preamble
         case buildId = "build_id"
@@ -501,40 +501,40 @@ private struct ShivEnvironment: Decodable {
 
 /// pex's PEX-INFO (the keys pyzfs uses; others are ignored).
 private struct PexInfo: Decodable {
-    public struct BuildProperties: Decodable {
-        public var pexVersion: String?
-        public enum CodingKeys: String, CodingKey { case pexVersion = "pex_version" }
+    struct BuildProperties: Decodable {
+        var pexVersion: String?
+        enum CodingKeys: String, CodingKey { case pexVersion = "pex_version" }
     }
 
     /// "false", "prefer", "fallback"; old pex wrote a boolean (true meaning prefer).
-    public struct InheritPathValue: Decodable {
-        public var value: String
-        public init(from decoder: any Decoder) throws {
+    struct InheritPathValue: Decodable {
+        var value: String
+        init(from decoder: any Decoder) throws {
             let container = try decoder.singleValueContainer()
             if let flag = try? container.decode(Bool.self) { value = flag ? "prefer" : "false" } else { value = try container.decode(String.self) }
         }
     }
 
-    public var entryPoint: String?
-    public var script: String?
-    public var inheritPath: InheritPathValue?
-    public var injectEnv: [String: String]?
-    public var injectArgs: [String]?
-    public var injectPythonArgs: [String]?
-    public var interpreterConstraints: [String]?
-    public var interpreterSelectionStrategy: String?
-    public var stripPexEnv: Bool?
-    public var distributions: [String: String]?
-    public var depsAreWheelFiles: Bool?
-    public var pexPath: String?
-    public var pexPaths: [String]?
-    public var bindResourcePaths: [String: String]?
-    public var venv: Bool?
-    public var venvSystemSitePackages: Bool?
-    public var venvHermeticScripts: Bool?
-    public var buildProperties: BuildProperties?
+    var entryPoint: String?
+    var script: String?
+    var inheritPath: InheritPathValue?
+    var injectEnv: [String: String]?
+    var injectArgs: [String]?
+    var injectPythonArgs: [String]?
+    var interpreterConstraints: [String]?
+    var interpreterSelectionStrategy: String?
+    var stripPexEnv: Bool?
+    var distributions: [String: String]?
+    var depsAreWheelFiles: Bool?
+    var pexPath: String?
+    var pexPaths: [String]?
+    var bindResourcePaths: [String: String]?
+    var venv: Bool?
+    var venvSystemSitePackages: Bool?
+    var venvHermeticScripts: Bool?
+    var buildProperties: BuildProperties?
 
-    public enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case entryPoint = "entry_point", script, inheritPath = "inherit_path", injectEnv = "inject_env"
         case injectArgs = "inject_args", injectPythonArgs = "inject_python_args"
         case interpreterConstraints = "interpreter_constraints", interpreterSelectionStrategy = "interpreter_selection_strategy"
@@ -547,7 +547,7 @@ private struct PexInfo: Decodable {
 
 /// `.layout.json` of a pex distribution's chroot.
 private struct InstalledLayout: Decodable {
-    public var stashDir: String?
-    public var sysPathEntries: [String]?
-    public enum CodingKeys: String, CodingKey { case stashDir = "stash_dir", sysPathEntries = "sys_path_entries" }
+    var stashDir: String?
+    var sysPathEntries: [String]?
+    enum CodingKeys: String, CodingKey { case stashDir = "stash_dir", sysPathEntries = "sys_path_entries" }
 }

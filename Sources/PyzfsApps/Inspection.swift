@@ -13,26 +13,26 @@ public struct InspectionReport: Codable {
     public var archive: String
     public var size: UInt64
     public var members: Int
-    public var prefixBytes: UInt64
-    public var prefixCountedInOffsets: Bool
+    var prefixBytes: UInt64
+    var prefixCountedInOffsets: Bool
     public var interpreterLine: String?
     public var kind: String
     public var entryPoint: String?
     public var interpreter: InterpreterFacts?
-    public var interpreterPath: String?
-    public var interpreterNote: String?
+    var interpreterPath: String?
+    var interpreterNote: String?
     public var distributions: [Distribution]
     public var extensions: [Extension]
-    public var sharedLibraries: [Extension]
-    public var compressedSharedLibraryBytes: UInt64
+    var sharedLibraries: [Extension]
+    var compressedSharedLibraryBytes: UInt64
     /// ELF programs (executable members that are not shared objects, such as a wheel's bin/ruff).
     public var executables: [Extension]
-    public var timestampPycs: Int
-    public var hashPycs: Int
-    public var sourcesWithoutBytecode: Int
+    var timestampPycs: Int
+    var hashPycs: Int
+    var sourcesWithoutBytecode: Int
     public var undecodable: [String]
     public var encrypted: [String]
-    public var outOfTreeSymlinks: [String]
+    var outOfTreeSymlinks: [String]
     public var skippedNames: [String]
     public var problems: [String]
 
@@ -182,7 +182,7 @@ public struct Inspector {
             outOfTreeSymlinks: hidden, skippedNames: skipped, problems: problems)
     }
 
-    public func distribution(_ i: Int, name: String, facts: InterpreterFacts?) -> InspectionReport.Distribution {
+    func distribution(_ i: Int, name: String, facts: InterpreterFacts?) -> InspectionReport.Distribution {
         var dname = String(name.dropLast(".dist-info".count))
         var version = ""
         if let dash = dname.lastIndex(of: "-") {
@@ -204,7 +204,7 @@ public struct Inspector {
         return .init(name: dname, version: version, tags: tags, path: tree.path(of: i), problems: problems)
     }
 
-    public func kindAndEntryPoint() -> (String, String?) {
+    func kindAndEntryPoint() -> (String, String?) {
         do {
             if let app = try BundledApp(opened) {
                 let kind = app.kind.rawValue + (app.toolVersion.map { " \($0)" } ?? "") + ", runs in place with pyzfs run"
@@ -220,7 +220,7 @@ public struct Inspector {
 
 /// Asks an interpreter what it can load, in a few milliseconds (-I -S: no site, no imports but
 /// os and sys), so that pyzfs run can afford it while it mounts.
-public struct InterpreterProbe {
+struct InterpreterProbe {
     public static let script = """
     import os, sys
     i = sys.implementation
@@ -250,7 +250,7 @@ public struct InterpreterProbe {
 
     /// The facts of a CPython binary named `pythonX.Y` (after symlinks) on this system, without
     /// running it; nil for anything else (a wrapper, a pyenv shim), which must be asked.
-    public static func quickFacts(of python: String) -> InterpreterFacts? {
+    static func quickFacts(of python: String) -> InterpreterFacts? {
         guard let real = realpath(python, nil) else { return nil }
         defer { free(real) }
         let name = String(string(fromCString: real).split(separator: "/").last ?? "")

@@ -6,7 +6,7 @@ import Glibc
 /// The interpreter command line of an app.
 public struct Interpreter {
     public let path: String
-    public let leadingArguments: [String]
+    let leadingArguments: [String]
 
     /// `--python`, else the archive's #! line (a name found on PATH, or a path).
     /// - Throws: 127 when none is found, 126 when it is not executable.

@@ -11,7 +11,7 @@ import Glibc
 
 extension OpenedArchive {
     /// How a server mounts and serves this archive with `options` (pyzfs mount and pyzfs run).
-    public func serverConfiguration(_ options: MountOptions) -> ServerConfiguration {
+    func serverConfiguration(_ options: MountOptions) -> ServerConfiguration {
         var c = ServerConfiguration()
         // Zero-message opens need the kernel to refuse write intent: only on a read-only mount.
         c.zeroMessageOpens = !acceptsBytecode
@@ -26,7 +26,7 @@ extension OpenedArchive {
 }
 
 /// The descriptor of `-o log=FILE` opened for appending, -1 when there is none or it cannot be opened.
-public func openLogFile(_ options: MountOptions) -> Int32 {
+func openLogFile(_ options: MountOptions) -> Int32 {
     guard let file = options.logFile else { return -1 }
     return open(absolutePath(file), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
 }

@@ -6,7 +6,7 @@ import Glibc
 /// Turns a forked child into a background server: only `keeping` stays open (the log file
 /// too), a new session without a terminal, `/` as working directory, stdio on /dev/null, and
 /// logs to `logFD` (or syslog when it is -1).
-public func detachFromCaller(keeping: Set<Int32>, logFD: Int32) {
+func detachFromCaller(keeping: Set<Int32>, logFD: Int32) {
     closeDescriptors(except: keeping.union([logFD]))
     setsid()
     _ = chdir("/")
@@ -21,7 +21,7 @@ public func detachFromCaller(keeping: Set<Int32>, logFD: Int32) {
 /// Closes every descriptor of this process except `keep` and 0, 1, 2.
 /// A daemon must not hold what its caller gave it: a pipe of a test runner, ssh or CI job stays
 /// open as long as any holder lives, and the caller would wait for it forever.
-public func closeDescriptors(except keep: Set<Int32>) {
+func closeDescriptors(except keep: Set<Int32>) {
     // The listing's own descriptor is among the names, closed already: close() says EBADF.
     let open = directoryNames("/proc/self/fd")?.compactMap { Int32($0) } ?? Array(0..<1024)
     for fd in open where !keep.contains(fd) && fd > 2 {
@@ -30,12 +30,12 @@ public func closeDescriptors(except keep: Set<Int32>) {
 }
 
 /// The names in directory `path`, without `.` and `..`; nil when it cannot be listed.
-public func directoryNames(_ path: String) -> [String]? {
+func directoryNames(_ path: String) -> [String]? {
     names(in: opendir(path))
 }
 
 /// The names in the directory open as `fd` (which stays open, its offset unchanged).
-public func directoryNames(in fd: Int32) -> [String]? {
+func directoryNames(in fd: Int32) -> [String]? {
     let copy = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard copy >= 0 else { return nil }
     guard let dir = fdopendir(copy) else {
@@ -60,7 +60,7 @@ private func names(in dir: OpaquePointer?) -> [String]? {
 }
 
 /// A pipe whose two ends are closed on exec: the ready signal of a server to its parent.
-public func makePipe(_ fds: inout [Int32]) -> Bool {
+func makePipe(_ fds: inout [Int32]) -> Bool {
     guard pipe(&fds) == 0 else { return false }
     _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
     _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
@@ -68,14 +68,14 @@ public func makePipe(_ fds: inout [Int32]) -> Bool {
 }
 
 /// Tells the parent waiting in `waitForReady` that the mount is usable.
-public func signalReady(_ fd: Int32) {
+func signalReady(_ fd: Int32) {
     var byte: UInt8 = 1
     _ = Glibc.write(fd, &byte, 1)
     close(fd)
 }
 
 /// Whether the server signalled readiness (false: it closed the pipe by exiting first).
-public func waitForReady(_ fd: Int32) -> Bool {
+func waitForReady(_ fd: Int32) -> Bool {
     var byte: UInt8 = 0
     var n: Int
     repeat { n = Glibc.read(fd, &byte, 1) } while n < 0 && errno == EINTR

@@ -48,13 +48,13 @@ public enum ExtractionCache {
 
     /// The value of environment variable `name` when it is an absolute path: the XDG Base
     /// Directory specification says relative values are to be ignored.
-    public static func absoluteEnvironment(_ name: String) -> String? {
+    static func absoluteEnvironment(_ name: String) -> String? {
         guard let value = readEnvironment(name), value.hasPrefix("/") else { return nil }
         return value
     }
 
     /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
-    public static func unusableReason(_ path: String) -> String? {
+    static func unusableReason(_ path: String) -> String? {
         guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
         // Extension modules are mapped executable: from a noexec file system every .so fails.
         guard pyzfs_is_noexec(path) == 0 else { return "is on a noexec file system" }
@@ -63,7 +63,7 @@ public enum ExtractionCache {
 
     /// Creates `path` (and its parents) as this user's, mode 0700; refuses one owned by someone
     /// else or a symlink (in /tmp, another user could have made it first).
-    public static func makePrivateDirectory(_ path: String) -> Bool {
+    static func makePrivateDirectory(_ path: String) -> Bool {
         var built = ""
         for part in path.split(separator: "/") {
             built += "/" + part
@@ -91,19 +91,19 @@ public enum ExtractionCache {
     }
 
     /// SHA-256 of the whole archive file.
-    public static func fullHash(of file: ArchiveFile) throws(Failure) -> String {
+    static func fullHash(of file: ArchiveFile) throws(Failure) -> String {
         do { return try sha256(of: file) } catch {
             throw Failure(Exit.runFailed, "cannot read the archive to key the extraction cache: \(error); check that the archive is readable and not being rewritten")
         }
     }
 
-    public static func identity(of file: ArchiveFile) -> String {
+    static func identity(of file: ArchiveFile) -> String {
         "\(file.device):\(file.inode):\(file.size):\(file.modificationTime)"
     }
 
     /// The directory of the extracted app, extracting it first if need be. A shared lock on
     /// its entry is held by this process (and the app it becomes).
-    public static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
+    static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
         let (root, note) = try root()
         if let note { log.warning("\(note)") }
         var key = key(of: opened)
@@ -133,11 +133,11 @@ public enum ExtractionCache {
         throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path): its entries keep colliding; clear the cache with pyzfs cache clean")
     }
 
-    public enum Found { case ready(Int32), missing, collision(String) }
+    enum Found { case ready(Int32), missing, collision(String) }
 
     /// Looks for a complete entry made from this archive, and share-locks it (`.ready` holds
     /// the locked descriptor of its directory).
-    public static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
+    static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
         while true {
             let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else {
@@ -196,7 +196,7 @@ public enum ExtractionCache {
     }
 
     /// A new, empty `ENTRY.tmp-XXXXXX` directory.
-    public static func makeTemporary(_ entry: String) throws(Failure) -> String {
+    static func makeTemporary(_ entry: String) throws(Failure) -> String {
         var template = Array("\(entry).tmp-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw Failure(Exit.runFailed, "cannot create a directory beside \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
@@ -206,7 +206,7 @@ public enum ExtractionCache {
 
     /// Removes an entry unless an app uses it (the caller holds its build lock): renamed to a
     /// temporary name first, so that no start sees it half removed. False when it is in use.
-    public static func discard(_ entry: String) throws(Failure) -> Bool {
+    static func discard(_ entry: String) throws(Failure) -> Bool {
         let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(entry): \(errnoText(errno))") }
         defer { close(fd) }
@@ -240,16 +240,16 @@ public enum ExtractionCache {
     }
 
     /// Whether descriptor `fd` is the file `path` names now.
-    public static func isSameFile(_ fd: Int32, _ path: String) -> Bool {
+    static func isSameFile(_ fd: Int32, _ path: String) -> Bool {
         var held = stat(), named = stat()
         return fstat(fd, &held) == 0 && lstat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino
     }
 
-    public static func parentOf(_ path: String) -> String {
+    static func parentOf(_ path: String) -> String {
         String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
     }
 
-    public static func syncDirectory(_ path: String) -> Bool {
+    static func syncDirectory(_ path: String) -> Bool {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -361,7 +361,7 @@ public enum ExtractionCache {
     /// calling `entering` with each directory's descriptor before its contents and `visit` with
     /// every entry below `path` (a directory after its contents), its parent's descriptor and
     /// its lstat. Does not descend into another file system. Returns 0 or the first errno.
-    public static func walkTree(_ path: String, entering: (Int32) -> Bool, visit: (Int32, String, stat) -> Bool) -> Int32 {
+    static func walkTree(_ path: String, entering: (Int32) -> Bool, visit: (Int32, String, stat) -> Bool) -> Int32 {
         var fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
@@ -413,7 +413,7 @@ public final class Progress {
         enabled = isatty(2) != 0 && total >= 64 << 20
     }
 
-    public func advance(_ n: UInt64) {
+    func advance(_ n: UInt64) {
         guard enabled else { return }
         done = done.addingSaturating(n)
         // Divided first: `done * 100` could overflow for a total near 2^64 (a saturated sum).

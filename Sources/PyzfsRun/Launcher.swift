@@ -340,7 +340,7 @@ public struct Launcher {
 
 /// Removes a mount directory `makeMountDirectory` made, and the directory of its own that a
 /// named one sits in.
-public func removeMountDirectory(_ path: String) {
+func removeMountDirectory(_ path: String) {
     rmdir(path)
     let parts = path.split(separator: "/")
     if parts.count > 1, parts[parts.count - 2].hasPrefix("pyzfs-run-"), !parts[parts.count - 1].hasPrefix("pyzfs-run-") {
@@ -350,7 +350,7 @@ public func removeMountDirectory(_ path: String) {
 
 /// Where `pyzfs run` may make its mount directory: `$TMPDIR`, `$XDG_RUNTIME_DIR`, then /tmp
 /// (absolute paths only, as the XDG specification asks).
-public func scratchPlaces() -> [String] {
+func scratchPlaces() -> [String] {
     var places: [String] = []
     for p in [readEnvironment("TMPDIR"), readEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
         if let p, p.hasPrefix("/"), !places.contains(p) { places.append(p) }
@@ -359,7 +359,7 @@ public func scratchPlaces() -> [String] {
 }
 
 /// A directory this process may create entries in, on a file system mounted read-write.
-public func isWritableDirectory(_ path: String) -> Bool {
+func isWritableDirectory(_ path: String) -> Bool {
     var fs = statvfs()
     return access(path, W_OK | X_OK) == 0 && statvfs(path, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) == 0
 }

@@ -117,7 +117,7 @@ public struct Mounter {
 }
 
 /// Escapes `,` and `\` for libfuse's -o parser.
-public func escapeOption(_ s: String) -> String {
+func escapeOption(_ s: String) -> String {
     s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
 }
 
@@ -129,7 +129,7 @@ extension String {
 }
 
 /// The absolute mount point, after checking that something can be mounted on it.
-public func checkMountPoint(_ path: String) throws(Failure) -> String {
+func checkMountPoint(_ path: String) throws(Failure) -> String {
     // A dead FUSE mount may still answer stat from the kernel's attribute cache; the mount
     // table and statfs (never cached) tell the truth.
     let lexical = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
@@ -168,20 +168,20 @@ public func checkMountPoint(_ path: String) throws(Failure) -> String {
 }
 
 /// Whether the mount at `path` has lost its server ("Transport endpoint is not connected").
-public func isDeadMount(_ path: String) -> Bool {
+func isDeadMount(_ path: String) -> Bool {
     var st = statvfs()
     return statvfs(path, &st) != 0 && errno == ENOTCONN
 }
 
 /// Why no FUSE mount can be attempted here at all (nil: one can be).
-public func fuseUnavailable() -> MountFailure? {
+func fuseUnavailable() -> MountFailure? {
     if access("/dev/fuse", F_OK) != 0 { return .noDevice }
     if getuid() != 0 && Fusermount.path() == nil { return .noFusermount }
     return nil
 }
 
 /// `pyzfs mount`'s failure for a mount that cannot be made: one line and its exit code.
-public func mountFailure(_ failure: MountFailure, mountpoint: String) -> Failure {
+func mountFailure(_ failure: MountFailure, mountpoint: String) -> Failure {
     let code: Int32
     switch failure {
     case .noDevice, .noFusermount: code = Exit.noFUSE

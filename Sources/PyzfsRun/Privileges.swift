@@ -22,7 +22,7 @@ public enum Privileges {
     /// threads inherit them). Does nothing unless the server runs as root: a user's server has no
     /// capability to drop, and no_new_privs would stop libfuse's unmount through the setuid
     /// fusermount3.
-    public static func dropForServing(keep: Set<Kept>) {
+    static func dropForServing(keep: Set<Kept>) {
         guard geteuid() == 0 else { return }
         let mask = keep.reduce(UInt64(0)) { $0 | (1 << $1.rawValue) }
         if pyzfs_drop_privileges(mask) != 0 {

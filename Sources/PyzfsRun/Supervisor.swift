@@ -13,7 +13,7 @@ public enum Supervisor {
 
     /// How the mount ends when this process is PID 1: its exit kills every process of the
     /// container, the server too, so the mount must be ended first.
-    public struct InitCleanup {
+    struct InitCleanup {
         /// Ends the mount (closes the server's lifetime pipe, or detaches the namespace's mount).
         public let end: () -> Void
         /// The server, this process's child as init, waited for after `end` so that it unmounts
@@ -25,7 +25,7 @@ public enum Supervisor {
     ///   - waitForAll: become the parent of every orphaned descendant of the app (a subreaper) and
     ///     return only once every descendant has exited (the mount lives that long).
     ///   - asInit: what ends the mount when this process is PID 1.
-    public static func run(_ argv: [String], waitForAll: Bool, asInit: InitCleanup? = nil) -> Never {
+    static func run(_ argv: [String], waitForAll: Bool, asInit: InitCleanup? = nil) -> Never {
         if waitForAll { _ = pyzfs_set_child_subreaper() }
         var set = sigset_t()
         sigemptyset(&set)
@@ -80,7 +80,7 @@ public enum Supervisor {
     /// tell (not this PID namespace's /proc, as after `unshare --pid --fork` without
     /// --mount-proc; no CONFIG_PROC_CHILDREN), init does not wait for the app's leftovers:
     /// waitpid would count the server, which ends only after init, and init would never exit.
-    public static func hasChildren(except server: pid_t?) -> Bool {
+    static func hasChildren(except server: pid_t?) -> Bool {
         if let server {
             guard readlink("/proc/self") == "\(getpid())", let children = listedChildren() else { return false }
             return children.contains { $0 != server }

@@ -5,8 +5,8 @@ import Glibc
 
 /// sd_notify(3) without libsystemd: a datagram to $NOTIFY_SOCKET, so that a unit with
 /// `Type=notify` running `pyzfs mount -f` is started once the mount is usable.
-public enum SystemdNotify {
-    public static func send(_ state: String) {
+enum SystemdNotify {
+    static func send(_ state: String) {
         guard let path = readEnvironment("NOTIFY_SOCKET"), !path.isEmpty else { return }
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return }

@@ -43,7 +43,7 @@ public func unmount(_ path: String, lazy: Bool, quiet: Bool = false) throws(Fail
 /// `path` absolute with its symbolic links resolved, as the mount table names mount points.
 /// realpath fails on a dead mount (ENOTCONN): then the parent is resolved, and a link in the
 /// last component followed by hand.
-public func resolveMountPoint(_ path: String) -> String {
+func resolveMountPoint(_ path: String) -> String {
     var current = normalizePath(path.hasPrefix("/") ? path : currentDirectory() + "/" + path)
     for _ in 0..<40 {  // SYMLOOP_MAX
         if let real = realpath(current, nil) {
