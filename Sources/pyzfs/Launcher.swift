@@ -73,21 +73,22 @@ struct Launcher {
                                    check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
         let request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
-        let mountpoint = try makeMountDirectory(named: layout.mountDirectoryName)
+        let directory = try makeMountDirectory(named: layout.mountDirectoryName)
+        let mountpoint = directory.path
         // Where something would fall back, tried in a throwaway child first: a refusal then
         // leaves this process in the caller's namespaces, where the plain mount through
         // fusermount3 and the extract fallback belong. (As root without --fallback=extract
         // nothing would: the trial's millisecond is saved.)
         let trial = fallbackToExtract || geteuid() != 0
         if trial, let refusal = probeNamespaceMount(request, on: mountpoint) {
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw refusal
         }
         var channel: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0,
               makePipe(&ready) else {
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw .failed("cannot create a socket: \(errnoText(errno))")
         }
         // The server: forked twice, so that it is not the app's child, and before unshare(2),
@@ -97,14 +98,14 @@ struct Launcher {
         let first = fork()
         if first < 0 {
             close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw .failed("cannot fork: \(errnoText(errno))")
         }
         if first == 0 {
             if !isInit && fork() != 0 { _exit(0) }
             close(channel[0])
             close(ready[0])
-            serveAdopted(opened, options: options, mountpoint: mountpoint, channel: channel[1], ready: ready[1])
+            serveAdopted(opened, options: options, directory: directory, channel: channel[1], ready: ready[1])
         }
         if !isInit {
             var status: Int32 = 0
@@ -116,7 +117,7 @@ struct Launcher {
             close(channel[0])  // the server sees end-of-file and exits
             close(ready[0])
             _ = umount2(mountpoint, Int32(MNT_DETACH))
-            removeMountDirectory(mountpoint)
+            directory.remove()
         }
         // A refused unshare(2) changes nothing: the caller's namespace may still take a mount.
         do { try Self.unshareNamespace() } catch { abandon(); throw error }
@@ -136,7 +137,7 @@ struct Launcher {
         StartCheck.warn(check?(), opened: opened)
         // As PID 1 this process's exit kills the server before the namespace's end reaches it:
         // the mount is detached here and its directory removed, nothing waits for the server.
-        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); removeMountDirectory(mountpoint) }, server: nil)
+        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); directory.remove() }, server: nil)
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
     }
 
@@ -199,8 +200,9 @@ struct Launcher {
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
     /// namespace is gone, then removes the mount directory.
-    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, mountpoint: String,
+    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, directory: MountDirectory,
                               channel: Int32, ready: Int32) -> Never {
+        let mountpoint = directory.path
         detach(keeping: [channel, ready, opened.file.fd], options: options)
         let fd = pyzfs_receive_descriptor(channel)
         close(channel)
@@ -222,7 +224,7 @@ struct Launcher {
         // The mount ends with the app's namespace: nothing to unmount, so no CAP_SYS_ADMIN.
         Privileges.dropForServing(keep: [.dacReadSearch])
         _ = server.run(onReady: { signalReady(ready) })
-        removeMountDirectory(mountpoint)
+        directory.remove()
         log.info("the app has exited; removed \(mountpoint)")
         _exit(0)
     }
@@ -232,7 +234,8 @@ struct Launcher {
     private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                         check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         if let refusal = fuseUnavailable() { throw refusal }
-        let mountpoint = try makeMountDirectory(named: layout.mountDirectoryName)
+        let directory = try makeMountDirectory(named: layout.mountDirectoryName)
+        let mountpoint = directory.path
         let server: Server
         do {
             var configuration = opened.serverConfiguration(options)
@@ -241,15 +244,15 @@ struct Launcher {
                                 mountpoint: mountpoint, configuration: configuration)
             try server.mount()
         } catch {
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw error
         }
         var lifetime: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
-        guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", mountpoint) }
+        guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", directory) }
         let isInit = getpid() == 1
         let first = fork()
-        if first < 0 { fatal("cannot fork: \(errnoText(errno))", mountpoint) }
+        if first < 0 { fatal("cannot fork: \(errnoText(errno))", directory) }
         if first == 0 {
             if !isInit && fork() != 0 { _exit(0) }
             close(lifetime[1])
@@ -261,7 +264,7 @@ struct Launcher {
             server.unmountWhenClosed(lifetime[0])
             let readyFD = ready[1]
             _ = server.run(onReady: { signalReady(readyFD) })
-            removeMountDirectory(mountpoint)
+            directory.remove()
             _exit(0)
         }
         if !isInit {
@@ -271,7 +274,7 @@ struct Launcher {
         close(lifetime[0])
         close(ready[1])
         close(server.fd)
-        guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", mountpoint) }
+        guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", directory) }
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
         // lifetime[1] stays open (close-on-exec) until this process exits; as PID 1 it is closed
@@ -281,9 +284,9 @@ struct Launcher {
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: cleanup)
     }
 
-    private func fatal(_ message: String, _ mountpoint: String) -> Never {
-        _ = umount2(mountpoint, Int32(MNT_DETACH))
-        removeMountDirectory(mountpoint)
+    private func fatal(_ message: String, _ directory: MountDirectory) -> Never {
+        _ = umount2(directory.path, Int32(MNT_DETACH))
+        directory.remove()
         writeAll(2, "pyzfs: \(message)\n")
         _exit(Exit.runFailed)
     }
@@ -321,28 +324,29 @@ struct Launcher {
 
     /// A new directory for the mount point in the first usable scratch place; with `name`
     /// (`AppLayout.mountDirectoryName`), that name, alone in a new directory.
-    private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> String {
+    private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> MountDirectory {
         let places = scratchPlaces()
         for base in places where isWritableDirectory(base) {
             var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
             guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { continue }
             let directory = string(fromCString: p)
-            guard let name else { return directory }
-            if mkdir(directory + "/" + name, 0o700) == 0 { return directory + "/" + name }
+            guard let name else { return MountDirectory(made: [directory]) }
+            if mkdir(directory + "/" + name, 0o700) == 0 { return MountDirectory(made: [directory + "/" + name, directory]) }
             rmdir(directory)
         }
         throw .noScratch(places)
     }
 }
 
-/// Removes a mount directory `makeMountDirectory` made, and the directory of its own that a
-/// named one sits in.
-func removeMountDirectory(_ path: String) {
-    rmdir(path)
-    let parts = path.split(separator: "/")
-    if parts.count > 1, parts[parts.count - 2].hasPrefix("pyzfs-run-"), !parts[parts.count - 1].hasPrefix("pyzfs-run-") {
-        rmdir("/" + parts.dropLast().joined(separator: "/"))
-    }
+/// The directories `makeMountDirectory` made for one mount point, innermost first: removed
+/// exactly, whatever their names look like.
+struct MountDirectory: Sendable {
+    let made: [String]
+    /// The mount point.
+    var path: String { made[0] }
+
+    /// Removes the directories made (each only if empty, as rmdir(2) does).
+    func remove() { for d in made { rmdir(d) } }
 }
 
 /// Where `pyzfs run` may make its mount directory: `$TMPDIR`, `$XDG_RUNTIME_DIR`, then /tmp
