@@ -35,6 +35,11 @@ struct Launcher {
     private func launchOrThrow() throws(Failure) -> Never {
         let options: MountOptions
         do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.runFailed, "\(error)") }
+        // fusermount3's auto_unmount watchdog would be one more process of the app's to wait
+        // for (--no-namespace never returned), and run unmounts by itself in every mode anyway.
+        if options.libfuse.contains("auto_unmount") {
+            throw Failure(Exit.runFailed, "-o auto_unmount is not for pyzfs run, which always ends its mount with the app; leave it out")
+        }
         let opened: OpenedArchive
         do { opened = try openArchive(archive, options: options) } catch { throw Failure(Exit.runFailed, error.message) }
         // The app's command (shiv and pex metadata read and checked) before anything is mounted.
@@ -54,7 +59,8 @@ struct Launcher {
             }
         }
         let reason = refusal ?? .failed("no mount could be made")
-        if fallbackToExtract {
+        // Only where FUSE cannot be had: a refusal of what was asked for would run otherwise.
+        if fallbackToExtract && reason.meansFUSEUnavailable {
             log.warning("\(reason.explanation); running from an extracted copy instead (--fallback=extract)")
             StartCheck.warn(check?(), opened: opened)
             try runExtracted(opened, layout: layout)
@@ -64,7 +70,8 @@ struct Launcher {
 
     private func refusalMessage(_ opened: OpenedArchive, _ reason: MountFailure, after: String = "") -> String {
         "cannot mount \(opened.path)\(after): \(reason.explanation); \(reason.fix)"
-            + (fallbackToExtract ? "" : ", or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
+            + (!fallbackToExtract ? ", or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache"
+               : reason.meansFUSEUnavailable ? "" : " (--fallback=extract stands in only where FUSE cannot be had)")
     }
 
     // MARK: namespace mode
@@ -73,6 +80,7 @@ struct Launcher {
                                    check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
         let request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
+        if let refusal = Self.deviceRefusal() { throw refusal }
         let directory = try makeMountDirectory(named: layout.mountDirectoryName)
         let mountpoint = directory.path
         // Where something would fall back, tried in a throwaway child first: a refusal then
@@ -141,6 +149,16 @@ struct Launcher {
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
     }
 
+    /// /dev/fuse missing or not openable by this process, told before a mount directory is
+    /// made: where FUSE cannot be had the scratch place does not matter (a read-only root with
+    /// no /dev/fuse lacks both, and the fallback is for that).
+    private static func deviceRefusal() -> MountFailure? {
+        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        if fd >= 0 { close(fd); return nil }
+        // As KernelMount.mount would answer.
+        return errno == ENOENT ? .noDevice : .deviceDenied(errnoText(errno))
+    }
+
     /// Enters a new mount namespace, in a new user namespace unless root.
     /// - Throws: `.namespaceDenied` when unshare(2) refuses; this process is then unchanged.
     private static func unshareNamespace() throws(MountFailure) {
@@ -207,8 +225,8 @@ struct Launcher {
         let fd = pyzfs_receive_descriptor(channel)
         close(channel)
         if fd < 0 { _exit(0) }  // the launcher could not mount; it reports why
-        // The same libfuse options as the launcher's mount: the session's own (allow_root,
-        // max_threads) apply; libfuse ignores the mount options for a /dev/fd/N mount point.
+        // The same libfuse options as the launcher's mount: the session's own (allow_root)
+        // apply; libfuse ignores the mount options for a /dev/fd/N mount point.
         var configuration = opened.serverConfiguration(options)
         configuration.exitOnSignals = false
         let server: Server
