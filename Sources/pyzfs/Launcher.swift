@@ -63,7 +63,7 @@ struct Launcher {
         if fallbackToExtract && reason.meansFUSEUnavailable {
             log.warning("\(reason.explanation); running from an extracted copy instead (--fallback=extract)")
             StartCheck.warn(check?(), opened: opened)
-            try runExtracted(opened, layout: layout)
+            try runExtracted(opened, layout: layout, pin: options.sha256)
         }
         throw Failure(Exit.runFailed, refusalMessage(opened, reason))
     }
@@ -320,8 +320,8 @@ struct Launcher {
         execute(argv)
     }
 
-    private func runExtracted(_ opened: OpenedArchive, layout: AppLayout) throws(Failure) -> Never {
-        let directory = try ExtractionCache.prepare(opened)
+    private func runExtracted(_ opened: OpenedArchive, layout: AppLayout, pin: String?) throws(Failure) -> Never {
+        let directory = try ExtractionCache.prepare(opened, pin: pin)
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", directory, 1)
         let argv = layout.command(root: directory)

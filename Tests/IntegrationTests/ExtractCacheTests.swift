@@ -146,4 +146,43 @@ extension RunTests {
         #expect(none.status == 125 && none.stderr.contains("/tmp is on a noexec file system")
                 && none.stderr.contains("set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec"), "\(none)")
     }
+
+    /// The SHA-256 of `path`, as sha256sum prints it.
+    func sha256(_ path: String) throws -> String {
+        let r = run(["sha256sum", path])
+        try #require(r.status == 0, "\(r)")
+        return String(r.stdout.prefix(64))
+    }
+
+    @Test("under -o sha256= an entry runs only when it is the pinned archive's: a changed file, an added file or another recorded hash is extracted again",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"), arguments: ["file", "added", "manifest"])
+    func pinCoversTheCache(alteration: String) throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let environment = ["XDG_CACHE_HOME": cache]
+        let pinned = ["--fallback=extract", "-o", "sha256=\(try sha256(app))", app, "--", "sleep", pidFile(), "0"]
+        let first = withoutFUSE(pinned, environment: environment)
+        #expect(first.status == 0 && first.stdout.contains("data from the mount"), "\(first)")
+        let key = try #require(cacheNames(cache).first { !$0.contains(".") })
+        let entry = "\(cache)/pyzfs/\(key)"
+        // An entry that is the archive's is used as it is.
+        let again = withoutFUSE(pinned, environment: environment)
+        #expect(again.status == 0 && again.stdout.contains("data from the mount") && !again.stderr.contains("extracting it again"), "\(again)")
+        switch alteration {
+        case "file":  // the manifest is left as it was: it still names the pin
+            #expect(FileManager.default.createFile(atPath: entry + "/app/data.txt", contents: Data("from the attacker\n".utf8)))
+        case "added":
+            #expect(FileManager.default.createFile(atPath: entry + "/app/sitecustomize.py", contents: Data("print('planted')\n".utf8)))
+        default:
+            let manifest = try String(contentsOfFile: entry + "/manifest", encoding: .utf8)
+            let lines = manifest.split(separator: "\n", omittingEmptySubsequences: false)
+            try (["sha256 " + String(repeating: "0", count: 64)] + lines.dropFirst()).joined(separator: "\n")
+                .write(toFile: entry + "/manifest", atomically: false, encoding: .utf8)
+        }
+        let checked = withoutFUSE(pinned, environment: environment)
+        #expect(checked.status == 0 && checked.stdout.contains("data from the mount")
+                && checked.stderr.contains("is not \(app)'s as pinned") && checked.stderr.contains("extracting it again"), "\(checked)")
+        #expect(!FileManager.default.fileExists(atPath: entry + "/app/sitecustomize.py"))
+        #expect((try? String(contentsOfFile: entry + "/manifest", encoding: .utf8))?.hasPrefix("sha256 \(try sha256(app))\n") == true)
+    }
 }
