@@ -40,6 +40,11 @@ enum ExtractionCache {
                 skipped.append("\(what) \(reason)")
                 continue
             }
+            // Only the place chosen is made.
+            guard makePrivateDirectory(path) else {
+                skipped.append("\(what) is not writable (\(errnoText(errno)))")
+                continue
+            }
             return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)")
         }
         throw Failure(Exit.runFailed, "no cache directory can be used: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec")
@@ -52,11 +57,24 @@ enum ExtractionCache {
         return value
     }
 
-    /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
+    /// Why `path` cannot hold the cache (nil when it can), creating nothing: a path that
+    /// exists must be this user's directory, else its nearest existing ancestor must take
+    /// new entries; either must be on a file system that allows exec.
     static func unusableReason(_ path: String) -> String? {
-        guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
+        var existing = path
+        var st = stat()
+        while lstat(existing, &st) != 0 {
+            guard errno == ENOENT, existing != "/" else { return "is not writable (\(errnoText(errno)))" }
+            existing = parentOf(existing)
+            if existing.isEmpty { existing = "/" }
+        }
+        if existing == path {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { return "is not writable (\(errnoText(ENOTDIR)))" }
+            guard st.st_uid == getuid() else { return "is not writable (\(errnoText(EPERM)))" }
+        }
+        guard isWritableDirectory(existing) else { return "is not writable (\(errnoText(errno == 0 ? EROFS : errno)))" }
         // Extension modules are mapped executable: from a noexec file system every .so fails.
-        guard pyzfs_is_noexec(path) == 0 else { return "is on a noexec file system" }
+        guard pyzfs_is_noexec(existing) == 0 else { return "is on a noexec file system" }
         return nil
     }
 
