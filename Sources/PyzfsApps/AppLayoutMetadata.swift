@@ -163,6 +163,12 @@ extension BundledApp {
         preamble = json.preamble.flatMap { $0.isEmpty ? nil : $0 }
         // shiv: Path(archive).resolve().name + "_" + build_id; opened.path is resolved already.
         shivDirectoryName = json.buildId.map { String(opened.path.split(separator: "/").last ?? "") + "_" + $0 }
+        // A preamble is given that name as its directory's: one that cannot name a directory is
+        // the archive's fault, not the scratch place's.
+        if preamble != nil, let name = shivDirectoryName, let buildId = json.buildId,
+           buildId.contains("/") || buildId.utf8.contains(0) || name.utf8.count > 255 {
+            throw fail("its environment.json's build_id '\(buildId.prefix(80))\(buildId.count > 80 ? "..." : "")' cannot name shiv's extraction directory (\(name.utf8.count > 255 ? "over 255 bytes with the archive's name" : "a name cannot hold '/'")); the archive is damaged: rebuild it with shiv")
+        }
         self.tree = tree
         reader = opened.filesystem.reader
     }

@@ -31,16 +31,22 @@ public struct MountOptions: Sendable, Equatable {
 
     public init() {}
 
-    /// Options libfuse 3.14 (session or mount) accepts, passed on as given.
+    /// Options libfuse 3.14's `fuse_session_new` accepts (its `fuse_ll_opts` and mount.c's
+    /// `fuse_mount_opts`), passed on as given.
     static let libfuseFlags: Set<String> = [
         "allow_other", "allow_root", "default_permissions", "auto_unmount", "blkdev",
-        "exec", "noexec", "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
-        "strictatime", "nostrictatime", "lazytime", "nolazytime", "sync", "async", "dirsync",
+        "exec", "noexec", "atime", "noatime", "sync", "async", "dirsync",
         "ro", "nosuid", "nodev",
     ]
     static let libfuseValued: Set<String> = [
         "fsname", "subtype", "max_read", "blksize", "context", "fscontext", "defcontext", "rootcontext",
-        "max_threads", "max_idle_threads",
+    ]
+    /// mount(8) words libfuse 3.14's session refuses ("unknown option"), and its loop options,
+    /// which `fuse_session_new` does not take either: refused here, before anything is mounted,
+    /// so that every mode refuses them alike.
+    static let refusedByLibfuse: Set<String> = [
+        "diratime", "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
+        "lazytime", "nolazytime", "max_threads", "max_idle_threads",
     ]
     /// mount(8) and fstab words that say nothing to a FUSE server.
     static let ignoredFlags: Set<String> = [
@@ -145,6 +151,8 @@ public struct MountOptions: Sendable, Equatable {
             } else if value != nil && Self.libfuseValued.contains(key) {
                 _ = try need()
                 libfuse.append(option)
+            } else if Self.refusedByLibfuse.contains(key) {
+                throw .refusedByLibfuse(key)
             } else {
                 throw .unknownOption(key)
             }
@@ -226,11 +234,16 @@ public enum PycachePolicy: String, Sendable {
 public enum OptionError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownOption(String)
     case badValue(option: String, reason: String)
+    /// A mount(8) or libfuse word that libfuse 3.14's session refuses.
+    case refusedByLibfuse(String)
 
     public var description: String {
         switch self {
         case let .unknownOption(o): return "unknown option '\(o)' (see pyzfs mount --help for the options)"
         case let .badValue(o, r): return "bad value for option '\(o)': \(r)"
+        case let .refusedByLibfuse(o):
+            return "option '\(o)' is refused by libfuse 3.14's session; leave it out"
+                + (o.hasSuffix("threads") ? " (pyzfs runs its own request loop; threads= sets its workers)" : " (atime options other than atime and noatime are not FUSE mount options there)")
         }
     }
 }

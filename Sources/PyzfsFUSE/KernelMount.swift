@@ -25,10 +25,6 @@ public enum KernelMount {
         "noexec": (true, UInt(MS_NOEXEC)), "exec": (false, UInt(MS_NOEXEC)),
         "sync": (true, UInt(MS_SYNCHRONOUS)), "async": (false, UInt(MS_SYNCHRONOUS)),
         "noatime": (true, UInt(MS_NOATIME)), "atime": (false, UInt(MS_NOATIME)),
-        "nodiratime": (true, UInt(MS_NODIRATIME)), "diratime": (false, UInt(MS_NODIRATIME)),
-        "relatime": (true, UInt(MS_RELATIME)), "norelatime": (false, UInt(MS_RELATIME)),
-        "strictatime": (true, UInt(MS_STRICTATIME)), "nostrictatime": (false, UInt(MS_STRICTATIME)),
-        "lazytime": (true, UInt(1 << 25)), "nolazytime": (false, UInt(1 << 25)),  // MS_LAZYTIME
         "dirsync": (true, UInt(MS_DIRSYNC)),
     ]
     /// Options the kernel takes in mount(2)'s data, as they are.
@@ -36,7 +32,7 @@ public enum KernelMount {
     static let kernelValued: Set<String> = ["max_read", "context", "fscontext", "defcontext", "rootcontext"]
     /// Options of the libfuse session, which the server applies (allow_root also needs the
     /// kernel's allow_other), or that mean nothing for a mount made by mount(2).
-    static let sessionWords: Set<String> = ["allow_root", "auto_unmount", "max_threads", "max_idle_threads"]
+    static let sessionWords: Set<String> = ["allow_root", "auto_unmount"]
 
     /// Translates libfuse `-o` words (backslash-escaped commas, as libfuse reads them).
     /// - Throws: `.unsupportedOption` for an option that needs a block device (`blkdev`,

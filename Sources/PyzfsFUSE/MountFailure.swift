@@ -68,6 +68,17 @@ public enum MountFailure: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether FUSE cannot be had here at all (no /dev/fuse, /dev/fuse not openable, mount(2) or
+    /// fusermount3 refused for lack of privilege, no fusermount3, no user namespace), which
+    /// `--fallback=extract` stands in for; a refusal of what was asked for (options, allow_other,
+    /// no scratch place) or another failure is reported instead.
+    public var meansFUSEUnavailable: Bool {
+        switch self {
+        case .noDevice, .deviceDenied, .mountDenied, .namespaceDenied, .noFusermount: return true
+        case .allowOtherDenied, .badOptions, .unsupportedOption, .noScratch, .failed: return false
+        }
+    }
+
     /// A refused namespace changes nothing: the caller's namespace may still take a mount.
     public var allowsPlainMount: Bool { if case .namespaceDenied = self { return true } else { return false } }
 

@@ -41,6 +41,11 @@ public enum ExtractionCache {
                 skipped.append("\(what) \(reason)")
                 continue
             }
+            // Only the place chosen is made.
+            guard makePrivateDirectory(path) else {
+                skipped.append("\(what) is not writable (\(errnoText(errno)))")
+                continue
+            }
             return (path, skipped.isEmpty ? nil : "\(skipped.joined(separator: ", ")); using \(path)")
         }
         throw Failure(Exit.runFailed, "no cache directory can be used: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec")
@@ -53,11 +58,24 @@ public enum ExtractionCache {
         return value
     }
 
-    /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
+    /// Why `path` cannot hold the cache (nil when it can), creating nothing: a path that
+    /// exists must be this user's directory, else its nearest existing ancestor must take
+    /// new entries; either must be on a file system that allows exec.
     static func unusableReason(_ path: String) -> String? {
-        guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
+        var existing = path
+        var st = stat()
+        while lstat(existing, &st) != 0 {
+            guard errno == ENOENT, existing != "/" else { return "is not writable (\(errnoText(errno)))" }
+            existing = parentOf(existing)
+            if existing.isEmpty { existing = "/" }
+        }
+        if existing == path {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { return "is not writable (\(errnoText(ENOTDIR)))" }
+            guard st.st_uid == getuid() else { return "is not writable (\(errnoText(EPERM)))" }
+        }
+        guard isWritableDirectory(existing) else { return "is not writable (\(errnoText(errno == 0 ? EROFS : errno)))" }
         // Extension modules are mapped executable: from a noexec file system every .so fails.
-        guard pyzfs_is_noexec(path) == 0 else { return "is on a noexec file system" }
+        guard pyzfs_is_noexec(existing) == 0 else { return "is on a noexec file system" }
         return nil
     }
 
@@ -103,19 +121,24 @@ public enum ExtractionCache {
 
     /// The directory of the extracted app, extracting it first if need be. A shared lock on
     /// its entry is held by this process (and the app it becomes).
-    static func prepare(_ opened: OpenedArchive) throws(Failure) -> String {
+    /// - Parameter pin: the `sha256=` the archive was checked against: an entry is then used
+    ///   only when its manifest records that hash and its tree is the archive's
+    ///   (`mismatch`), and is rebuilt otherwise.
+    static func prepare(_ opened: OpenedArchive, pin: String? = nil) throws(Failure) -> String {
         let (root, note) = try root()
         if let note { log.warning("\(note)") }
         var key = key(of: opened)
         for _ in 0..<2 {
             let entry = root + "/" + key
-            var found = try openEntry(entry, opened)
-            if case .missing = found {
+            var found = try openEntry(entry, opened, pin: pin)
+            if found.needsBuild {
                 let buildLock = try lock(entry + ".lock", LOCK_EX)!  // waits: never nil
-                found = try openEntry(entry, opened)  // another start may have built it meanwhile
-                if case .missing = found {
-                    try build(opened, entry: entry)
-                    found = try openEntry(entry, opened)
+                found = try openEntry(entry, opened, pin: pin)  // another start may have built it meanwhile
+                if found.needsBuild {
+                    if case let .altered(why) = found { log.warning("the cache entry \(entry) is not \(opened.path)'s as pinned (\(why)); extracting it again") }
+                    try build(opened, entry: entry, pin: pin)
+                    // Just made from the pinned archive under the build lock: not read back.
+                    found = try openEntry(entry, opened, pin: pin, verifying: false)
                 }
                 close(buildLock)
             }
@@ -126,18 +149,30 @@ public enum ExtractionCache {
                 return entry + "/app"
             case let .collision(fullHash):
                 key = fullHash  // same directory, other bytes: keyed by the whole file instead
-            case .missing:
-                throw Failure(Exit.runFailed, "cannot use the cache entry \(entry): it vanished as it was made; clear the cache with pyzfs cache clean")
+            case .missing, .altered:
+                throw Failure(Exit.runFailed, "cannot use the cache entry \(entry): it vanished or changed as it was made; clear the cache with pyzfs cache clean")
             }
         }
         throw Failure(Exit.runFailed, "cannot prepare a cache entry for \(opened.path): its entries keep colliding; clear the cache with pyzfs cache clean")
     }
 
-    enum Found { case ready(Int32), missing, collision(String) }
+    enum Found {
+        case ready(Int32), missing, collision(String)
+        /// Under a pin: not the pinned archive's (why); rebuilt.
+        case altered(String)
+
+        var needsBuild: Bool {
+            switch self {
+            case .missing, .altered: return true
+            case .ready, .collision: return false
+            }
+        }
+    }
 
     /// Looks for a complete entry made from this archive, and share-locks it (`.ready` holds
-    /// the locked descriptor of its directory).
-    static func openEntry(_ entry: String, _ opened: OpenedArchive) throws(Failure) -> Found {
+    /// the locked descriptor of its directory). With `pin`, the manifest's hash must be the pin
+    /// and (when `verifying`) the tree the archive's, else `.altered`.
+    static func openEntry(_ entry: String, _ opened: OpenedArchive, pin: String? = nil, verifying: Bool = true) throws(Failure) -> Found {
         while true {
             let fd = open(entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else {
@@ -155,6 +190,14 @@ public enum ExtractionCache {
                 return .missing
             }
             let lines = text.split(separator: "\n").map(String.init)
+            if let pin {
+                // The archive's bytes were checked against the pin; the entry's are checked
+                // against the archive, whatever its manifest says (anyone who can write the
+                // cache can write the manifest too).
+                guard lines.first == "sha256 " + pin else { close(fd); return .altered("its manifest records another archive") }
+                if verifying, let why = mismatch(opened, in: entry + "/app") { close(fd); return .altered(why) }
+                return .ready(fd)
+            }
             let identity = identity(of: opened.file)
             if lines.dropFirst(2).contains(identity) { return .ready(fd) }
             let full = try fullHash(of: opened.file)
@@ -166,15 +209,17 @@ public enum ExtractionCache {
 
     /// With the entry's build lock held: extracts into a new temporary directory beside the
     /// entry, syncs it and renames it into place; on any failure nothing is left.
-    public static func build(_ opened: OpenedArchive, entry: String) throws(Failure) {
+    /// `pin`: the archive's hash, known already.
+    static func build(_ opened: OpenedArchive, entry: String, pin: String? = nil) throws(Failure) {
         var st = stat()
         if lstat(entry, &st) == 0 {
-            // Incomplete or of an older layout.
+            // Incomplete, of an older layout, or not the pinned archive's.
             guard try discard(entry) else {
-                throw Failure(Exit.runFailed, "cannot replace the incomplete cache entry \(entry): an app is using it; run again when it has exited")
+                throw Failure(Exit.runFailed, "cannot replace the cache entry \(entry) (incomplete, or not the pinned archive's): an app is using it; run again when it has exited")
             }
         }
-        let full = try fullHash(of: opened.file)
+        let full: String
+        if let pin { full = pin } else { full = try fullHash(of: opened.file) }
         let temporary = try makeTemporary(entry)
         do throws(Failure) {
             try extract(opened, into: temporary + "/app")
@@ -262,28 +307,134 @@ public enum ExtractionCache {
         let fs = opened.filesystem
         let tree = fs.tree
         guard mkdir(directory, 0o700) == 0 else { throw Failure(Exit.runFailed, "cannot create \(directory): \(errnoText(errno))") }
-        var fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw Failure(Exit.runFailed, "cannot open \(directory): \(errnoText(errno))") }
-        defer { close(fd) }
         let total = tree.nodes.reduce(UInt64(0)) { $0.addingSaturating($1.kind == .file ? tree.index.entries[Int($1.entry)].uncompressedSize : 0) }
         let progress = Progress(total: total, label: "extracting \(opened.path)")
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         func fail(_ verb: String, _ i: Int) -> Failure {
             Failure(Exit.runFailed, "cannot \(verb) \(directory)/\(tree.path(of: i)): \(errnoText(errno)); check the free space of the cache directory and the limits (ulimit) of this process")
         }
-        // The directories being filled, each with the position of its next child.
+        try walkArchiveTree(tree, at: directory, fail: { i in fail("open", i) }, finish: { fd, node throws(Failure) in
+            // Its contents are complete: its mode can be set (a read-only directory refuses
+            // new entries).
+            let mode = node == Tree.root ? 0o700 : mode_t(fs.attributes(of: node).mode & 0o777)
+            guard fchmod(fd, mode) == 0 else { throw fail("set the mode of", node) }
+        }, enter: { fd, name, i throws(Failure) in
+            guard mkdirat(fd, name, 0o700) == 0 else { throw fail("create", i) }
+        }, leaf: { fd, name, i throws(Failure) in
+            if tree.nodes[i].kind == .symlink {
+                let target = (tree.symlinkTargets[UInt32(i)] ?? []).map { CChar(bitPattern: $0) } + [0]
+                guard symlinkat(target, fd, name) == 0 else { throw fail("create", i) }
+                return
+            }
+            let file = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard file >= 0 else { throw fail("create", i) }
+            defer { close(file) }
+            let attributes = fs.attributes(of: i)
+            var offset: UInt64 = 0
+            while offset < attributes.size {
+                let n = try readMember(fs, i, at: offset, into: &buffer)
+                guard buffer.withUnsafeBytes({ writeAll(file, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else { throw fail("write", i) }
+                offset += UInt64(n)
+                progress.advance(UInt64(n))
+            }
+            var times = [timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0), timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0)]
+            guard fchmod(file, mode_t(attributes.mode & 0o777)) == 0, futimens(file, &times) == 0 else { throw fail("set the mode of", i) }
+        })
+        progress.finish()
+    }
+
+    /// Up to `buffer.count` bytes of member node `i` from `offset`, checked as the mount checks
+    /// them. - Returns: how many (more than 0).
+    private static func readMember(_ fs: ArchiveFileSystem, _ i: Int, at offset: UInt64, into buffer: inout [UInt8]) throws(Failure) -> Int {
+        let n: Int
+        do {
+            n = try fs.read(i, offset: offset, count: buffer.count) { bytes -> Int in
+                buffer.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+                return bytes.count
+            }
+        } catch {
+            throw Failure(Exit.runFailed, "cannot extract \(fs.tree.path(of: i)): \(error)")
+        }
+        guard n > 0 else { throw Failure(Exit.runFailed, "cannot extract \(fs.tree.path(of: i)): it ends before its size") }
+        return n
+    }
+
+    /// Why the extracted tree at `directory` is not exactly the archive's (nil when it is): each
+    /// node's type and mode, each file's size and bytes (read from the archive and checked as
+    /// the mount checks them) and each link's target, and no other entry anywhere in it.
+    static func mismatch(_ opened: OpenedArchive, in directory: String) -> String? {
+        let fs = opened.filesystem
+        let tree = fs.tree
+        var expected = [UInt8](repeating: 0, count: 1 << 20), found = [UInt8](repeating: 0, count: 1 << 20)
+        struct Mismatch: Error { let why: String }
+        func differs(_ i: Int, _ why: String) -> Mismatch { Mismatch(why: "\(tree.path(of: i)) \(why)") }
+        func check(_ fd: Int32, _ name: [CChar], _ i: Int, _ kind: mode_t) throws(Mismatch) -> stat {
+            var st = stat()
+            guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw differs(i, "cannot be read (\(errnoText(errno)))") }
+            guard st.st_mode & S_IFMT == kind else { throw differs(i, "is another kind of file") }
+            guard kind == S_IFLNK || st.st_mode & 0o7777 == mode_t(fs.attributes(of: i).mode & 0o777) else { throw differs(i, "has another mode") }
+            return st
+        }
+        do throws(Mismatch) {
+            try walkArchiveTree(tree, at: directory, fail: { i in differs(i, "cannot be opened (\(errnoText(errno)))") }, finish: { fd, node throws(Mismatch) in
+                guard let names = directoryNames(in: fd) else { throw differs(node, "cannot be listed") }
+                guard names.count == tree.children(of: node).count else { throw differs(node, "holds other entries") }
+            }, enter: { fd, name, i throws(Mismatch) in
+                _ = try check(fd, name, i, S_IFDIR)
+            }, leaf: { fd, name, i throws(Mismatch) in
+                if tree.nodes[i].kind == .symlink {
+                    _ = try check(fd, name, i, S_IFLNK)
+                    let target = tree.symlinkTargets[UInt32(i)] ?? []
+                    var bytes = [CChar](repeating: 0, count: target.count + 1)
+                    guard readlinkat(fd, name, &bytes, bytes.count) == target.count,
+                          bytes.prefix(target.count).map({ UInt8(bitPattern: $0) }) == target else { throw differs(i, "links elsewhere") }
+                    return
+                }
+                let st = try check(fd, name, i, S_IFREG)
+                let size = fs.attributes(of: i).size
+                guard UInt64(st.st_size) == size else { throw differs(i, "has another size") }
+                let file = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                guard file >= 0 else { throw differs(i, "cannot be opened (\(errnoText(errno)))") }
+                defer { close(file) }
+                var offset: UInt64 = 0
+                while offset < size {
+                    guard let n = try? readMember(fs, i, at: offset, into: &expected) else { throw differs(i, "cannot be read from the archive") }
+                    guard pread(file, &found, n, off_t(offset)) == n, memcmp(found, expected, n) == 0 else { throw differs(i, "has other bytes") }
+                    offset += UInt64(n)
+                }
+            })
+        } catch {
+            return error.why
+        }
+        return nil
+    }
+
+    /// Walks `tree` as it is laid out under `directory`, depth first with one directory open at
+    /// a time (so that no depth or width runs out of descriptors): `enter` (then the walk opens
+    /// it) for each directory, `leaf` for each file or link, each with its parent's descriptor
+    /// and its name; `finish` with a directory's own descriptor once its contents are done.
+    /// `fail` makes the error of a directory that cannot be opened (errno set).
+    static func walkArchiveTree<E: Error>(_ tree: Tree, at directory: String, fail: (Int) -> E,
+                                          finish: (Int32, Int) throws(E) -> Void,
+                                          enter: (Int32, [CChar], Int) throws(E) -> Void,
+                                          leaf: (Int32, [CChar], Int) throws(E) -> Void) throws(E) {
+        var fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw fail(Tree.root) }
+        defer { close(fd) }
+        // The directories being walked, each with the position of its next child.
         var stack: [(node: Int, next: Int)] = [(Tree.root, 0)]
         while let top = stack.last {
             let (node, next) = top
             let children = tree.children(of: node)
             guard next < children.count else {
                 stack.removeLast()
-                // Its contents are complete: its mode can be set (a read-only directory refuses
-                // new entries); `..` is opened first, as the mode may forbid the lookup.
+                // `..` is opened first: `finish` may set a mode that forbids the lookup.
                 let parent = stack.isEmpty ? -1 : openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard stack.isEmpty || parent >= 0 else { throw fail("open the parent of", node) }
-                let mode = node == Tree.root ? 0o700 : mode_t(fs.attributes(of: node).mode & 0o777)
-                guard fchmod(fd, mode) == 0 else { throw fail("set the mode of", node) }
+                guard stack.isEmpty || parent >= 0 else { throw fail(node) }
+                do { try finish(fd, node) } catch {
+                    if parent >= 0 { close(parent) }
+                    throw error
+                }
                 if parent >= 0 {
                     close(fd)
                     fd = parent
@@ -293,42 +444,17 @@ public enum ExtractionCache {
             stack[stack.count - 1].next += 1
             let i = Int(children[children.startIndex + next])
             let name = Array(tree.name(of: i)).map { CChar(bitPattern: $0) } + [0]
-            switch tree.nodes[i].kind {
-            case .directory:
-                guard mkdirat(fd, name, 0o700) == 0 else { throw fail("create", i) }
-                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard child >= 0 else { throw fail("open", i) }
-                close(fd)
-                fd = child
-                stack.append((i, 0))
-            case .symlink:
-                let target = (tree.symlinkTargets[UInt32(i)] ?? []).map { CChar(bitPattern: $0) } + [0]
-                guard symlinkat(target, fd, name) == 0 else { throw fail("create", i) }
-            case .file:
-                let file = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-                guard file >= 0 else { throw fail("create", i) }
-                defer { close(file) }
-                let attributes = fs.attributes(of: i)
-                var offset: UInt64 = 0
-                while offset < attributes.size {
-                    let n: Int
-                    do {
-                        n = try fs.read(i, offset: offset, count: buffer.count) { bytes -> Int in
-                            buffer.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
-                            return bytes.count
-                        }
-                    } catch {
-                        throw Failure(Exit.runFailed, "cannot extract \(tree.path(of: i)): \(error)")
-                    }
-                    guard n > 0, buffer.withUnsafeBytes({ writeAll(file, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else { throw fail("write", i) }
-                    offset += UInt64(n)
-                    progress.advance(UInt64(n))
-                }
-                var times = [timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0), timespec(tv_sec: Int(attributes.mtime), tv_nsec: 0)]
-                guard fchmod(file, mode_t(attributes.mode & 0o777)) == 0, futimens(file, &times) == 0 else { throw fail("set the mode of", i) }
+            guard tree.nodes[i].kind == .directory else {
+                try leaf(fd, name, i)
+                continue
             }
+            try enter(fd, name, i)
+            let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard child >= 0 else { throw fail(i) }
+            close(fd)
+            fd = child
+            stack.append((i, 0))
         }
-        progress.finish()
     }
 
     /// Removes the tree at `path`, making read-only directories writable first; never leaves

@@ -45,6 +45,11 @@ public struct Launcher {
     private func launchOrThrow() throws(Failure) -> Never {
         let options: MountOptions
         do { options = try MountOptions.parse(optionGroups) } catch { throw Failure(Exit.runFailed, "\(error)") }
+        // fusermount3's auto_unmount watchdog would be one more process of the app's to wait
+        // for (--no-namespace never returned), and run unmounts by itself in every mode anyway.
+        if options.libfuse.contains("auto_unmount") {
+            throw Failure(Exit.runFailed, "-o auto_unmount is not for pyzfs run, which always ends its mount with the app; leave it out")
+        }
         let opened: OpenedArchive
         do { opened = try openArchive(archive, options: options) } catch { throw Failure(Exit.runFailed, error.message) }
         // The app's command (shiv and pex metadata read and checked) before anything is mounted.
@@ -64,17 +69,19 @@ public struct Launcher {
             }
         }
         let reason = refusal ?? .failed("no mount could be made")
-        if fallbackToExtract {
+        // Only where FUSE cannot be had: a refusal of what was asked for would run otherwise.
+        if fallbackToExtract && reason.meansFUSEUnavailable {
             log.warning("\(reason.explanation); running from an extracted copy instead (--fallback=extract)")
             StartCheck.warn(check?(), opened: opened)
-            try runExtracted(opened, layout: layout)
+            try runExtracted(opened, layout: layout, pin: options.sha256)
         }
         throw Failure(Exit.runFailed, refusalMessage(opened, reason))
     }
 
     private func refusalMessage(_ opened: OpenedArchive, _ reason: MountFailure, after: String = "") -> String {
         "cannot mount \(opened.path)\(after): \(reason.explanation); \(reason.fix)"
-            + (fallbackToExtract ? "" : ", or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache")
+            + (!fallbackToExtract ? ", or run with --fallback=extract (PYZFS_FALLBACK=extract) to extract it into a cache"
+               : reason.meansFUSEUnavailable ? "" : " (--fallback=extract stands in only where FUSE cannot be had)")
     }
 
     // MARK: namespace mode
@@ -83,21 +90,23 @@ public struct Launcher {
                                    check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
         let request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
-        let mountpoint = try makeMountDirectory(named: layout.mountDirectoryName)
+        if let refusal = Self.deviceRefusal() { throw refusal }
+        let directory = try makeMountDirectory(named: layout.mountDirectoryName)
+        let mountpoint = directory.path
         // Where something would fall back, tried in a throwaway child first: a refusal then
         // leaves this process in the caller's namespaces, where the plain mount through
         // fusermount3 and the extract fallback belong. (As root without --fallback=extract
         // nothing would: the trial's millisecond is saved.)
         let trial = fallbackToExtract || geteuid() != 0
         if trial, let refusal = probeNamespaceMount(request, on: mountpoint) {
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw refusal
         }
         var channel: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0,
               makePipe(&ready) else {
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw .failed("cannot create a socket: \(errnoText(errno))")
         }
         // The server: forked twice, so that it is not the app's child, and before unshare(2),
@@ -107,14 +116,14 @@ public struct Launcher {
         let first = fork()
         if first < 0 {
             close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw .failed("cannot fork: \(errnoText(errno))")
         }
         if first == 0 {
             if !isInit && fork() != 0 { _exit(0) }
             close(channel[0])
             close(ready[0])
-            serveAdopted(opened, options: options, mountpoint: mountpoint, channel: channel[1], ready: ready[1])
+            serveAdopted(opened, options: options, directory: directory, channel: channel[1], ready: ready[1])
         }
         if !isInit {
             var status: Int32 = 0
@@ -126,7 +135,7 @@ public struct Launcher {
             close(channel[0])  // the server sees end-of-file and exits
             close(ready[0])
             _ = umount2(mountpoint, Int32(MNT_DETACH))
-            removeMountDirectory(mountpoint)
+            directory.remove()
         }
         // A refused unshare(2) changes nothing: the caller's namespace may still take a mount.
         do { try Self.unshareNamespace() } catch { abandon(); throw error }
@@ -146,8 +155,18 @@ public struct Launcher {
         StartCheck.warn(check?(), opened: opened)
         // As PID 1 this process's exit kills the server before the namespace's end reaches it:
         // the mount is detached here and its directory removed, nothing waits for the server.
-        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); removeMountDirectory(mountpoint) }, server: nil)
+        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); directory.remove() }, server: nil)
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
+    }
+
+    /// /dev/fuse missing or not openable by this process, told before a mount directory is
+    /// made: where FUSE cannot be had the scratch place does not matter (a read-only root with
+    /// no /dev/fuse lacks both, and the fallback is for that).
+    private static func deviceRefusal() -> MountFailure? {
+        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        if fd >= 0 { close(fd); return nil }
+        // As KernelMount.mount would answer.
+        return errno == ENOENT ? .noDevice : .deviceDenied(errnoText(errno))
     }
 
     /// Enters a new mount namespace, in a new user namespace unless root.
@@ -202,14 +221,15 @@ public struct Launcher {
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
     /// namespace is gone, then removes the mount directory.
-    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, mountpoint: String,
+    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, directory: MountDirectory,
                               channel: Int32, ready: Int32) -> Never {
+        let mountpoint = directory.path
         detach(keeping: [channel, ready, opened.file.fd], options: options)
         let fd = pyzfs_receive_descriptor(channel)
         close(channel)
         if fd < 0 { _exit(0) }  // the launcher could not mount; it reports why
-        // The same libfuse options as the launcher's mount: the session's own (allow_root,
-        // max_threads) apply; libfuse ignores the mount options for a /dev/fd/N mount point.
+        // The same libfuse options as the launcher's mount: the session's own (allow_root)
+        // apply; libfuse ignores the mount options for a /dev/fd/N mount point.
         var configuration = opened.serverConfiguration(options)
         configuration.exitOnSignals = false
         let server: Server
@@ -225,7 +245,7 @@ public struct Launcher {
         // The mount ends with the app's namespace: nothing to unmount, so no CAP_SYS_ADMIN.
         Privileges.dropForServing(keep: [.dacReadSearch])
         _ = server.run(onReady: { signalReady(ready) })
-        removeMountDirectory(mountpoint)
+        directory.remove()
         log.info("the app has exited; removed \(mountpoint)")
         _exit(0)
     }
@@ -235,7 +255,8 @@ public struct Launcher {
     private func launchWithoutNamespace(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout,
                                         check: (() -> InterpreterFacts?)?) throws(MountFailure) {
         if let refusal = fuseUnavailable() { throw refusal }
-        let mountpoint = try makeMountDirectory(named: layout.mountDirectoryName)
+        let directory = try makeMountDirectory(named: layout.mountDirectoryName)
+        let mountpoint = directory.path
         let server: Server
         do {
             var configuration = opened.serverConfiguration(options)
@@ -244,15 +265,15 @@ public struct Launcher {
                                 mountpoint: mountpoint, configuration: configuration)
             try server.mount()
         } catch {
-            removeMountDirectory(mountpoint)
+            directory.remove()
             throw error
         }
         var lifetime: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
-        guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", mountpoint) }
+        guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", directory) }
         let isInit = getpid() == 1
         let first = fork()
-        if first < 0 { fatal("cannot fork: \(errnoText(errno))", mountpoint) }
+        if first < 0 { fatal("cannot fork: \(errnoText(errno))", directory) }
         if first == 0 {
             if !isInit && fork() != 0 { _exit(0) }
             close(lifetime[1])
@@ -264,7 +285,7 @@ public struct Launcher {
             server.unmountWhenClosed(lifetime[0])
             let readyFD = ready[1]
             _ = server.run(onReady: { signalReady(readyFD) })
-            removeMountDirectory(mountpoint)
+            directory.remove()
             _exit(0)
         }
         if !isInit {
@@ -274,7 +295,7 @@ public struct Launcher {
         close(lifetime[0])
         close(ready[1])
         close(server.fd)
-        guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", mountpoint) }
+        guard waitForReady(ready[0]) else { fatal("the server exited before the mount was ready", directory) }
         close(ready[0])
         StartCheck.warn(check?(), opened: opened)
         // lifetime[1] stays open (close-on-exec) until this process exits; as PID 1 it is closed
@@ -284,9 +305,9 @@ public struct Launcher {
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: cleanup)
     }
 
-    private func fatal(_ message: String, _ mountpoint: String) -> Never {
-        _ = umount2(mountpoint, Int32(MNT_DETACH))
-        removeMountDirectory(mountpoint)
+    private func fatal(_ message: String, _ directory: MountDirectory) -> Never {
+        _ = umount2(directory.path, Int32(MNT_DETACH))
+        directory.remove()
         writeAll(2, "pyzfs: \(message)\n")
         _exit(Exit.runFailed)
     }
@@ -302,8 +323,8 @@ public struct Launcher {
         execute(argv)
     }
 
-    private func runExtracted(_ opened: OpenedArchive, layout: AppLayout) throws(Failure) -> Never {
-        let directory = try ExtractionCache.prepare(opened)
+    private func runExtracted(_ opened: OpenedArchive, layout: AppLayout, pin: String?) throws(Failure) -> Never {
+        let directory = try ExtractionCache.prepare(opened, pin: pin)
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", directory, 1)
         let argv = layout.command(root: directory)
@@ -324,28 +345,29 @@ public struct Launcher {
 
     /// A new directory for the mount point in the first usable scratch place; with `name`
     /// (`AppLayout.mountDirectoryName`), that name, alone in a new directory.
-    private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> String {
+    private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> MountDirectory {
         let places = scratchPlaces()
         for base in places where isWritableDirectory(base) {
             var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
             guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { continue }
             let directory = string(fromCString: p)
-            guard let name else { return directory }
-            if mkdir(directory + "/" + name, 0o700) == 0 { return directory + "/" + name }
+            guard let name else { return MountDirectory(made: [directory]) }
+            if mkdir(directory + "/" + name, 0o700) == 0 { return MountDirectory(made: [directory + "/" + name, directory]) }
             rmdir(directory)
         }
         throw .noScratch(places)
     }
 }
 
-/// Removes a mount directory `makeMountDirectory` made, and the directory of its own that a
-/// named one sits in.
-func removeMountDirectory(_ path: String) {
-    rmdir(path)
-    let parts = path.split(separator: "/")
-    if parts.count > 1, parts[parts.count - 2].hasPrefix("pyzfs-run-"), !parts[parts.count - 1].hasPrefix("pyzfs-run-") {
-        rmdir("/" + parts.dropLast().joined(separator: "/"))
-    }
+/// The directories `makeMountDirectory` made for one mount point, innermost first: removed
+/// exactly, whatever their names look like.
+struct MountDirectory: Sendable {
+    let made: [String]
+    /// The mount point.
+    var path: String { made[0] }
+
+    /// Removes the directories made (each only if empty, as rmdir(2) does).
+    func remove() { for d in made { rmdir(d) } }
 }
 
 /// Where `pyzfs run` may make its mount directory: `$TMPDIR`, `$XDG_RUNTIME_DIR`, then /tmp

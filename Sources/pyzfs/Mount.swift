@@ -52,9 +52,12 @@ struct MountCommand: ParsableCommand {
         the CPUs, at least 2).
 
         allow_other, allow_root, default_permissions, auto_unmount, fsname=, subtype=, \
-        max_read=, noexec, noatime and the other mount(8) flags are passed to libfuse; \
-        defaults, nofail, _netdev, auto, noauto, user(s) and x-* (fstab words) are ignored. \
-        Any other option is an error.
+        max_read=, blkdev, blksize=, the SELinux context options and the mount(8) flags \
+        libfuse 3.14 takes (ro, nosuid, nodev, exec, noexec, atime, noatime, sync, async, \
+        dirsync) are passed to libfuse; defaults, nofail, _netdev, auto, noauto, user(s) and \
+        x-* (fstab words) are ignored. Any other option is an error, the atime words libfuse \
+        3.14 refuses (relatime, strictatime, lazytime, diratime, their no- forms) and \
+        max_threads=, max_idle_threads= included. pyzfs run refuses auto_unmount.
 
         As an fstab entry (mount(8) runs /sbin/mount.fuse.pyzfs, or mount.fuse3, which runs \
         'pyzfs ARCHIVE MOUNTPOINT -o OPTIONS'): \

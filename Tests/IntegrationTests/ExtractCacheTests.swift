@@ -139,11 +139,55 @@ extension RunTests {
         #expect(FileManager.default.fileExists(atPath: home + "/.cache/pyzfs"), "\(ignored)")
         #expect(!FileManager.default.fileExists(atPath: "/" + relative))
 
-        // /tmp (and so every test directory) noexec, no XDG_RUNTIME_DIR.
-        let noexecTmp = "mount --rbind /tmp /tmp && mount -o remount,bind,noexec /tmp &&"
-        let none = withoutFUSE(["--fallback=extract", app, "--", "exit", "0"],
-                               environment: ["XDG_CACHE_HOME": cache, "XDG_RUNTIME_DIR": ""], prelude: noexecTmp)
-        #expect(none.status == 125 && none.stderr.contains("/tmp is on a noexec file system")
+        // /tmp noexec, and its own (an empty tmpfs, the app copied to /mnt first), no
+        // XDG_RUNTIME_DIR: every candidate is skipped, and none is created while it is checked.
+        let none = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", """
+            mount -t tmpfs none /mnt && cp "$1" /mnt/app.pyz && mount -t tmpfs -o noexec none /tmp && \
+            mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && \
+            { "$2" run --fallback=extract /mnt/app.pyz -- exit 0; echo "status $?"; echo left $(ls -A /tmp); }
+            """, "sh", app, pyzfs], environment: ["XDG_CACHE_HOME": cache, "XDG_RUNTIME_DIR": ""])
+        #expect(none.stdout.contains("status 125") && none.stderr.contains("$XDG_CACHE_HOME is on a noexec file system")
+                && none.stderr.contains("/tmp is on a noexec file system")
                 && none.stderr.contains("set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec"), "\(none)")
+        #expect(none.stdout.contains("left\n"), "a skipped candidate was created: \(none)")
+    }
+
+    /// The SHA-256 of `path`, as sha256sum prints it.
+    func sha256(_ path: String) throws -> String {
+        let r = run(["sha256sum", path])
+        try #require(r.status == 0, "\(r)")
+        return String(r.stdout.prefix(64))
+    }
+
+    @Test("under -o sha256= an entry runs only when it is the pinned archive's: a changed file, an added file or another recorded hash is extracted again",
+          .enabled(if: getuid() == 0, "needs root to hide /dev/fuse"), arguments: ["file", "added", "manifest"])
+    func pinCoversTheCache(alteration: String) throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let environment = ["XDG_CACHE_HOME": cache]
+        let pinned = ["--fallback=extract", "-o", "sha256=\(try sha256(app))", app, "--", "sleep", pidFile(), "0"]
+        let first = withoutFUSE(pinned, environment: environment)
+        #expect(first.status == 0 && first.stdout.contains("data from the mount"), "\(first)")
+        let key = try #require(cacheNames(cache).first { !$0.contains(".") })
+        let entry = "\(cache)/pyzfs/\(key)"
+        // An entry that is the archive's is used as it is.
+        let again = withoutFUSE(pinned, environment: environment)
+        #expect(again.status == 0 && again.stdout.contains("data from the mount") && !again.stderr.contains("extracting it again"), "\(again)")
+        switch alteration {
+        case "file":  // the manifest is left as it was: it still names the pin
+            #expect(FileManager.default.createFile(atPath: entry + "/app/data.txt", contents: Data("from the attacker\n".utf8)))
+        case "added":
+            #expect(FileManager.default.createFile(atPath: entry + "/app/sitecustomize.py", contents: Data("print('planted')\n".utf8)))
+        default:
+            let manifest = try String(contentsOfFile: entry + "/manifest", encoding: .utf8)
+            let lines = manifest.split(separator: "\n", omittingEmptySubsequences: false)
+            try (["sha256 " + String(repeating: "0", count: 64)] + lines.dropFirst()).joined(separator: "\n")
+                .write(toFile: entry + "/manifest", atomically: false, encoding: .utf8)
+        }
+        let checked = withoutFUSE(pinned, environment: environment)
+        #expect(checked.status == 0 && checked.stdout.contains("data from the mount")
+                && checked.stderr.contains("is not \(app)'s as pinned") && checked.stderr.contains("extracting it again"), "\(checked)")
+        #expect(!FileManager.default.fileExists(atPath: entry + "/app/sitecustomize.py"))
+        #expect((try? String(contentsOfFile: entry + "/manifest", encoding: .utf8))?.hasPrefix("sha256 \(try sha256(app))\n") == true)
     }
 }

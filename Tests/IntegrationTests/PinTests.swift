@@ -98,4 +98,33 @@ struct PinTests {
             #expect(read(mnt + "/a.txt").data?.count == 4096)
         }
     }
+
+    @Test("under a pin, a new archive renamed over the path (the atomic deploy), a hard link or a chmod of the served file fails its later reads with EIO; what was read before is still served, the new file never",
+          arguments: ["rename", "link", "chmod"])
+    func deployChanges(change: String) throws {
+        let dir = makeTemporaryDirectory("pin")
+        defer { removeTree(dir) }
+        let (archive, digest, _) = try makeArchive(dir)
+        let replacement = dir + "/new.pyz"
+        let built = run(["python3", "-c", """
+            import sys, zipfile
+            with zipfile.ZipFile(sys.argv[1], "w") as z:
+                z.writestr("__main__.py", "")
+                z.writestr("b.txt", "the new bytes\\n")
+            """, replacement])
+        try #require(built.status == 0, "\(built)")
+        try withMount(archive, options: ["sha256=\(digest)"]) { mnt in
+            #expect(read(mnt + "/a.txt").data?.count == 4096)
+            switch change {
+            // The file replaced loses its last link, which changes its ctime (measured on
+            // ext4 and tmpfs): the mount's descriptor of it sees that.
+            case "rename": #expect(rename(replacement, archive) == 0)
+            case "link": #expect(link(archive, dir + "/hardlink.pyz") == 0)
+            default: #expect(chmod(archive, 0o600) == 0)
+            }
+            let b = read(mnt + "/b.txt")
+            #expect(b.errno == EIO, "\(change) changes the served file's ctime: \(b)")
+            #expect(read(mnt + "/a.txt").data?.count == 4096, "read and verified before the change")
+        }
+    }
 }

@@ -323,6 +323,33 @@ struct RunTests {
         #expect(clean.stdout.contains("removed 1 cached app"), "\(clean)")
     }
 
+    @Test("--fallback=extract does not stand in for a refused option: -o blkdev fails in every mode, and nothing is extracted",
+          arguments: [[], ["--no-namespace"]])
+    func fallbackOnlyWithoutFUSE(flags: [String]) throws {
+        let cache = makeTemporaryDirectory("cache")
+        defer { removeTree(cache) }
+        let r = run([pyzfs, "run", "--fallback=extract"] + flags + ["-o", "blkdev", app, "--", "exit", "0"],
+                    environment: ["XDG_CACHE_HOME": cache, "PYZFS_NO_CHECK": "1"], timeout: 60)
+        #expect(r.status == 125 && r.stderr.contains("cannot mount") && !r.stderr.contains("running from an extracted copy"), "\(flags): \(r)")
+        #expect(!FileManager.default.fileExists(atPath: cache + "/pyzfs"), "\(flags): extracted into \(cacheNames(cache))")
+    }
+
+    @Test("-o auto_unmount is refused by run in every mode, at once (fusermount3's watchdog kept --no-namespace from returning)",
+          arguments: [[], ["--no-namespace"], ["--fallback=extract"]])
+    func autoUnmountRefused(flags: [String]) {
+        let r = run([pyzfs, "run"] + flags + ["-o", "auto_unmount", app, "--", "exit", "0"], timeout: 30)
+        #expect(r.status == 125 && r.stderr.contains("-o auto_unmount is not for pyzfs run"), "\(flags): \(r)")
+    }
+
+    @Test("options libfuse 3.14 refuses are refused before anything is mounted, alike in every mode", arguments: [[], ["--no-namespace"]])
+    func libfuseRefusalsAtParse(flags: [String]) {
+        for option in ["relatime", "max_threads=4"] {
+            let r = run([pyzfs, "run"] + flags + ["-o", option, app, "--", "exit", "0"], timeout: 60)
+            #expect(r.status == 125 && r.stderr.contains("is refused by libfuse 3.14's session")
+                    && !r.stderr.contains("the server exited before the mount was ready"), "\(flags) \(option): \(r)")
+        }
+    }
+
     @Test("a refused namespace mount leaves the fallback in the caller's namespaces",
           .enabled(if: getuid() == 0, "needs root to hide /dev/fuse in a private mount namespace"))
     func fallbackInCallersNamespace() throws {

@@ -192,6 +192,44 @@ struct ShivPexTests {
         }
     }
 
+    /// A shiv-shaped archive with a `.py` preamble and `build_id`, written by hand (no PyPI).
+    func preambleShiv(_ path: String, buildId: String) {
+        var writer = ZipWriter()
+        writer.prefix = Array("#!/usr/bin/env python3\n".utf8)
+        let environment = #"{"build_id": "\#(buildId)", "preamble": "pre.py", "entry_point": "m:main"}"#
+        for (member, text) in [("environment.json", environment), ("__main__.py", ""), ("_bootstrap/__init__.py", ""),
+                               ("_bootstrap/environment.py", "class Environment:\n    from_json = staticmethod(lambda text: text)\n"),
+                               ("site-packages/m.py", "def main():\n    print('main ran')\n"),
+                               ("site-packages/bin/pre.py", "print('preamble in', site_packages.parent.name)\n")] {
+            writer.add(member, text)
+        }
+        _ = FileManager.default.createFile(atPath: path, contents: Data(writer.bytes()))
+    }
+
+    @Test("a preamble's mount directory (NAME_BUILDID in a directory of its own) goes whole after the run, even for an archive named pyzfs-run-*",
+          arguments: [[], ["--no-namespace"]])
+    func preambleDirectoriesRemoved(flags: [String]) throws {
+        let directory = makeTemporaryDirectory("preamble")
+        defer { removeTree(directory) }
+        let archive = directory + "/pyzfs-run-app.shiv"
+        preambleShiv(archive, buildId: "b1")
+        mkdir(directory + "/tmp", 0o700)
+        let r = run([pyzfs, "run"] + flags + [archive], environment: ["TMPDIR": directory + "/tmp", "PYZFS_NO_CHECK": "1"], timeout: 60)
+        #expect(r.status == 0 && r.stdout.contains("preamble in pyzfs-run-app.shiv_b1") && r.stdout.contains("main ran"), "\(r)")
+        // The server removes them once the app is gone (after the run returns in namespace mode).
+        let left = { (try? FileManager.default.contentsOfDirectory(atPath: directory + "/tmp")) ?? [] }
+        #expect(eventually { left().isEmpty }, "left in TMPDIR: \(left())")
+    }
+
+    @Test("a shiv build_id that cannot name a directory (a '/', over 255 bytes) is a bad archive: 125 and why, not a scratch place",
+          arguments: ["a/b", String(repeating: "x", count: 250)])
+    func badBuildId(buildId: String) {
+        let directory = makeTemporaryDirectory("buildid")
+        defer { removeTree(directory) }
+        preambleShiv(directory + "/app.shiv", buildId: buildId)
+        expectRefusal(directory + "/app.shiv", "cannot name shiv's extraction directory")
+    }
+
     @Test("a pex built for several platforms uses the wheel pex would pick here: not macOS, not musl, not a newer glibc")
     func wheelPerPlatform() throws {
         let directory = makeTemporaryDirectory("platforms")

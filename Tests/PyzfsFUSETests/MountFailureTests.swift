@@ -26,4 +26,15 @@ struct MountFailureTests {
         #expect(!failure.explanation.isEmpty || failure == .failed("") || failure == .allowOtherDenied(""))
         #expect(!failure.fix.isEmpty)
     }
+
+    @Test("only a refusal that means FUSE cannot be had here lets --fallback=extract stand in", arguments: [
+        (MountFailure.noDevice, true), (.deviceDenied("Permission denied"), true), (.mountDenied("Operation not permitted"), true),
+        (.namespaceDenied("Operation not permitted"), true), (.noFusermount, true),
+        (.libfuse("fusermount3: mount failed: Operation not permitted"), true),
+        (.allowOtherDenied("x"), false), (.badOptions("a"), false), (.unsupportedOption("blkdev"), false),
+        (.noScratch(["/tmp"]), false), (.failed("the server exited before the mount was ready"), false),
+    ])
+    func fuseUnavailable(failure: MountFailure, unavailable: Bool) {
+        #expect(failure.meansFUSEUnavailable == unavailable, "\(failure)")
+    }
 }
