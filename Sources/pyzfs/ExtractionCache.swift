@@ -45,13 +45,6 @@ enum ExtractionCache {
         throw Failure(Exit.runFailed, "no cache directory can be used: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec")
     }
 
-    /// The value of environment variable `name` when it is an absolute path: the XDG Base
-    /// Directory specification says relative values are to be ignored.
-    static func absoluteEnvironment(_ name: String) -> String? {
-        guard let value = readEnvironment(name), value.hasPrefix("/") else { return nil }
-        return value
-    }
-
     /// Why `path` cannot hold the cache (nil when it can), after creating it as this user's.
     static func unusableReason(_ path: String) -> String? {
         guard makePrivateDirectory(path) else { return "is not writable (\(errnoText(errno)))" }
@@ -196,11 +189,11 @@ enum ExtractionCache {
 
     /// A new, empty `ENTRY.tmp-XXXXXX` directory.
     static func makeTemporary(_ entry: String) throws(Failure) -> String {
-        var template = Array("\(entry).tmp-XXXXXX".utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        let key = entry.split(separator: "/").last.map(String.init) ?? entry
+        guard let made = makeUniqueDirectory(in: parentOf(entry), prefix: key + ".tmp") else {
             throw Failure(Exit.runFailed, "cannot create a directory beside \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
         }
-        return string(fromCString: p)
+        return made
     }
 
     /// Removes an entry unless an app uses it (the caller holds its build lock): renamed to a

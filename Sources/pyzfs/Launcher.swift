@@ -324,9 +324,7 @@ struct Launcher {
     private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> String {
         let places = scratchPlaces()
         for base in places where isWritableDirectory(base) {
-            var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
-            guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { continue }
-            let directory = string(fromCString: p)
+            guard let directory = makeUniqueDirectory(in: base, prefix: "pyzfs-run") else { continue }
             guard let name else { return directory }
             if mkdir(directory + "/" + name, 0o700) == 0 { return directory + "/" + name }
             rmdir(directory)
@@ -349,8 +347,8 @@ func removeMountDirectory(_ path: String) {
 /// (absolute paths only, as the XDG specification asks).
 func scratchPlaces() -> [String] {
     var places: [String] = []
-    for p in [readEnvironment("TMPDIR"), readEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
-        if let p, p.hasPrefix("/"), !places.contains(p) { places.append(p) }
+    for p in [absoluteEnvironment("TMPDIR"), absoluteEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
+        if let p, !places.contains(p) { places.append(p) }
     }
     return places
 }
