@@ -197,7 +197,7 @@ struct OtherUserTests {
         grep -c " \(dir)/mnt " /proc/self/mounts
         """
         // A PID namespace: whatever happens, its server dies with the script, and the mount with it.
-        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script], timeout: 60)
+        let r = run(inPrivateNamespace(script, pidNamespace: true), timeout: 60)
         #expect(r.stdout == "mount 0\n1\nunmount 0\n0\n", "\(r)")
         let calls = (try? String(contentsOfFile: dir + "/calls", encoding: .utf8)) ?? ""
         #expect(calls.contains("-- \(dir)/mnt\n") && calls.contains("-u \(dir)/mnt\n"), "fusermount3 on PATH ran: \(calls)")
@@ -225,7 +225,7 @@ struct OtherUserTests {
         \(user) \(app) \(dir)/app.pyz -- print refused; echo "refused $?"
         \(user) \(app) --fallback=extract \(dir)/app.pyz -- print extracted; echo "extracted $?"
         """
-        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script], timeout: 120)
+        let r = run(inPrivateNamespace(script, pidNamespace: true), timeout: 120)
         for expected in ["args ['ns']", "namespace 0", "args ['plain']", "no-namespace 0", "refused 125", "args ['extracted']",
                          "mount \(dir)/cache/pyzfs/", "extracted 0"] {
             #expect(r.stdout.contains(expected), "\(expected): \(r)")

@@ -293,8 +293,7 @@ struct RunTests {
 
     /// The command line of `withoutFUSE`, run by `user` (a setpriv command, say) when given.
     func withoutFUSECommand(_ args: [String], prelude: String = "", user: [String] = []) -> [String] {
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh"] + user + [pyzfs, "run"] + args
+        inPrivateNamespace("\(prelude) \(hideFUSE) && exec \"$@\"", user + [pyzfs, "run"] + args)
     }
 
     @Test("without /dev/fuse: one line that says what would fix it; --fallback=extract runs from a cache",
@@ -329,9 +328,8 @@ struct RunTests {
         let cache = makeTemporaryDirectory("cache")
         defer { removeTree(cache) }
         // The caller (the shell in the private namespace without /dev/fuse) says where it is.
-        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                     "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && echo ns $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/user) && exec \"$@\"",
-                     "sh", pyzfs, "run", "--fallback=extract", app, "--", "ns"], environment: ["XDG_CACHE_HOME": cache])
+        let r = run(inPrivateNamespace("\(hideFUSE) && echo ns $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/user) && exec \"$@\"",
+                                       [pyzfs, "run", "--fallback=extract", app, "--", "ns"]), environment: ["XDG_CACHE_HOME": cache])
         let lines = r.stdout.split(separator: "\n").filter { $0.hasPrefix("ns ") }
         #expect(r.status == 0 && lines.count == 2, "\(r)")
         #expect(lines.first == lines.last, "the app ran in other namespaces than its caller: \(lines)")
@@ -347,14 +345,14 @@ struct RunTests {
         chmod(dir + "/app.pyz", 0o644)
         try FileManager.default.createDirectory(atPath: dir + "/cache", withIntermediateDirectories: false)
         let script = """
-        mount -t tmpfs -o mode=0777 none "$1/cache" && mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 \\
+        mount -t tmpfs -o mode=0777 none "$1/cache" && \(hideFUSE) \\
           && mount -o remount,bind,ro / && mount --rbind /tmp /tmp && mount -o remount,bind,ro /tmp || exit 90
         for start in first second; do
           setpriv --reuid=10001 --regid=10001 --clear-groups env XDG_CACHE_HOME="$1/cache" HOME=/nonexistent \\
             "$2" run --fallback=extract "$1/app.pyz" -- print $start; echo "status $?"
         done
         """
-        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script, "sh", dir, pyzfs], timeout: 120)
+        let r = run(inPrivateNamespace(script, [dir, pyzfs], pidNamespace: true), timeout: 120)
         #expect(r.stdout.components(separatedBy: "status 0").count == 3, "\(r)")
         #expect(r.stdout.contains("args ['first']") && r.stdout.contains("args ['second']") && r.stdout.contains("mount \(dir)/cache/pyzfs/"), "\(r)")
     }
@@ -363,8 +361,8 @@ struct RunTests {
     func concurrentFirstStarts() throws {
         let cache = makeTemporaryDirectory("cache")
         defer { removeTree(cache) }
-        let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && { \"$0\" run --fallback=extract \"$1\" -- exit 5 & \"$0\" run --fallback=extract \"$1\" -- exit 6; echo second=$?; wait $!; echo first=$?; }"
-        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, pyzfs, app], environment: ["XDG_CACHE_HOME": cache])
+        let script = "\(hideFUSE) && { \"$1\" run --fallback=extract \"$2\" -- exit 5 & \"$1\" run --fallback=extract \"$2\" -- exit 6; echo second=$?; wait $!; echo first=$?; }"
+        let r = run(inPrivateNamespace(script, [pyzfs, app]), environment: ["XDG_CACHE_HOME": cache])
         #expect(r.stdout.contains("second=6") && r.stdout.contains("first=5"), "\(r)")
         let entries = try FileManager.default.contentsOfDirectory(atPath: cache + "/pyzfs")
         #expect(entries.filter { !$0.contains(".") }.count == 1, "\(entries)")
@@ -413,7 +411,7 @@ struct RunTests {
         func withReadOnlyTmp(_ environment: [String: String], _ args: [String]) -> RunResult {
             let script = "mount -t tmpfs none \"$1\" && mount --rbind /tmp /tmp && mount -o remount,bind,ro /tmp && shift && exec \"$@\""
             let flags = noNamespace ? ["--no-namespace"] : []
-            return run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", scratch, pyzfs, "run"] + flags + [app, "--"] + args,
+            return run(inPrivateNamespace(script, [scratch, pyzfs, "run"] + flags + [app, "--"] + args),
                        environment: ["TMPDIR": "", "XDG_RUNTIME_DIR": ""].merging(environment) { $1 })
         }
         for variable in ["TMPDIR", "XDG_RUNTIME_DIR"] {
