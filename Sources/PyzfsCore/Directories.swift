@@ -20,3 +20,14 @@ public func absoluteEnvironment(_ name: String) -> String? {
     return value.hasPrefix("/") ? value : nil
 }
 
+/// Whether `path` is a directory with no entries but `.` and `..` (following symlinks).
+public func isEmptyDirectory(_ path: String) -> Bool {
+    guard let d = opendir(path) else { return false }
+    defer { closedir(d) }
+    while true {
+        errno = 0
+        guard let entry = readdir(d) else { return errno == 0 }  // an error is no proof of emptiness
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { return false }
+    }
+}

@@ -418,11 +418,48 @@ struct RunTests {
             let r = withReadOnlyTmp([variable: scratch], ["print"])
             #expect(r.status == 0 && r.stdout.contains("mount \(scratch)/pyzfs-run-"), "\(variable): \(r)")
         }
+        // This /tmp has files in it: namespace mode may not cover it with a tmpfs (noScratchPlace).
         let refused = withReadOnlyTmp([:], ["print"])
         #expect(refused.status == 125, "\(refused)")
         #expect(refused.stderr.contains("no writable directory for the mount point (tried /tmp)") && refused.stderr.contains("set TMPDIR"),
                 "\(refused)")
         #expect(!refused.stderr.contains("server") && refused.stderr.split(separator: "\n").filter { $0.hasPrefix("pyzfs: ") && !$0.contains("warning") }.count == 1,
                 "\(refused)")
+    }
+
+    @Test("no writable scratch place (docker run --read-only, no --tmpfs): the mount point in a private read-only tmpfs over the empty TMPDIR or /tmp, seen as before; --no-namespace still refuses; nothing left",
+          .enabled(if: getuid() == 0, "needs root for a private mount namespace"), arguments: [false, true])
+    func noScratchPlace(asInit: Bool) throws {
+        let tag = "noscratch-\(getpid())-\(asInit)"
+        // As PID 1 of a new PID namespace, as a container's entrypoint is.
+        let start = (asInit ? "unshare --pid --fork --kill-child --mount-proc " : "") + "\"$1\" run"
+        // The app is copied out of /tmp, which is then empty and read-only; `left` counts the
+        // pyzfs mounts in this namespace and the entries written in TMPDIR.
+        let script = """
+        mount -t tmpfs none /mnt && cp "$2" /mnt/app.pyz && \(emptyReadOnlyTmp) || exit 90
+        left() { echo "left $(grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo) $(ls -A /tmp/d 2>/dev/null | wc -l)"; }
+        \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        \(start) --no-namespace /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        mount -o remount,rw /tmp && mkdir /tmp/d /tmp/f && touch /tmp/f/kept && mount -o remount,ro /tmp || exit 91
+        TMPDIR=/tmp/d \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        TMPDIR=/tmp/f \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        """
+        let r = run(inPrivateNamespace(script, [pyzfs, app]), environment: ["TMPDIR": "", "XDG_RUNTIME_DIR": ""], timeout: 120)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 10, "\(r)")
+        // /tmp: empty and read-only for the app as for its caller, but for the mount directory.
+        #expect(lines[0].hasPrefix("scratch /tmp ['pyzfs-run-") && lines[0].hasSuffix("'] True data from the mount")
+                && lines[0].contains("'] True tmp ['pyzfs-run-"), "\(r)")
+        #expect(lines[1...2] == ["status 0", "left 0 0"], "\(r)")
+        // --no-namespace needs a real place: the same one line as before.
+        #expect(lines[3...4] == ["status 125", "left 0 0"], "\(r)")
+        #expect(r.stderr.contains("no writable directory for the mount point (tried /tmp); set TMPDIR"), "\(r)")
+        // An empty read-only TMPDIR is covered first; /tmp is untouched.
+        #expect(lines[5].hasPrefix("scratch /tmp/d ['pyzfs-run-") && lines[5].hasSuffix("'] True tmp ['d', 'f'] True data from the mount"), "\(r)")
+        #expect(lines[6...7] == ["status 0", "left 0 0"], "\(r)")
+        // A place with files in it is never covered: with no empty one the refusal stands.
+        #expect(lines[8...9] == ["status 125", "left 0 0"], "\(r)")
+        #expect(r.stderr.contains("no writable directory for the mount point (tried /tmp/f, /tmp)"), "\(r)")
+        #expect(eventually { processes(matching: "scratch \(tag)").isEmpty }, "a server of the runs is left")
     }
 }

@@ -5,7 +5,7 @@ import PyzfsTestSupport
 import Testing
 
 /// The one maker of `PREFIX-XXXXXX` directories (pyzfs run's mount directories, the extract
-/// cache's temporaries), and the reading of places from the environment.
+/// cache's temporaries), and the checks of scratch places.
 @Suite("Directories")
 struct DirectoriesTests {
     @Test("a new 0700 directory BASE/PREFIX-XXXXXX each time; nil with errno where BASE cannot take one")
@@ -23,6 +23,17 @@ struct DirectoriesTests {
         }
         #expect(Set(try FileManager.default.contentsOfDirectory(atPath: base)).count == 2)
         #expect(makeUniqueDirectory(in: base + "/missing", prefix: "pyzfs-run") == nil && errno == ENOENT)
+    }
+
+    @Test("an empty directory is one with only . and ..")
+    func emptyDirectories() throws {
+        let base = makeTemporaryDirectory("empty")
+        defer { removeTree(base) }
+        #expect(isEmptyDirectory(base))
+        #expect(!isEmptyDirectory(base + "/missing"))
+        #expect(FileManager.default.createFile(atPath: base + "/.hidden", contents: nil))
+        #expect(!isEmptyDirectory(base))
+        #expect(!isEmptyDirectory(base + "/.hidden"), "a file is no directory")
     }
 
     @Test("only absolute values of an environment variable count")

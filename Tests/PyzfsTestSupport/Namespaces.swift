@@ -12,3 +12,6 @@ public func inPrivateNamespace(_ script: String, _ arguments: [String] = [], pid
 /// `--device /dev/fuse` is: an empty tmpfs on /dev with only /dev/null.
 public let hideFUSE = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3"
 
+/// Shell commands that give this mount namespace an empty, read-only /tmp, as `docker run
+/// --read-only` does; the test's own files under /tmp are hidden from then on.
+public let emptyReadOnlyTmp = "mount -t tmpfs -o mode=1777 none /tmp && mount -o remount,ro /tmp"
