@@ -1,7 +1,9 @@
+import Foundation
+
 /// Why a FUSE mount could not be made, whichever way pyzfs mounts: through libfuse (`pyzfs
 /// mount`, `pyzfs run --no-namespace`) or with mount(2) in a private namespace (`pyzfs run`).
 /// Each case says what is wrong and what would fix it; the commands add their exit codes.
-public enum MountFailure: Error, Equatable, Sendable, CustomStringConvertible {
+public enum MountFailure: Error, Equatable, Sendable, Codable, CustomStringConvertible {
     /// There is no /dev/fuse.
     case noDevice
     /// /dev/fuse exists but cannot be opened (permissions, a device cgroup); the reason.
@@ -37,34 +39,37 @@ public enum MountFailure: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { explanation }
 
     /// What is wrong.
-    public var explanation: String {
-        switch self {
-        case .noDevice: return "there is no /dev/fuse"
-        case let .deviceDenied(r): return "/dev/fuse cannot be opened (\(r))"
-        case let .mountDenied(r): return "mount(2) was refused (\(r)): no CAP_SYS_ADMIN, or a seccomp or AppArmor profile forbids it"
-        case let .allowOtherDenied(r): return r
-        case let .namespaceDenied(r): return "no private mount namespace could be made (\(r))"
-        case .noFusermount: return "this user may not mount and there is no fusermount3 (in /usr/bin or on PATH)"
-        case let .badOptions(r): return "libfuse refused the options: \(r)"
-        case let .unsupportedOption(o): return "-o \(o) needs a block device, which a mount in a private namespace cannot have"
-        case let .noScratch(places): return "no writable directory for the mount point (tried \(places.joined(separator: ", ")))"
-        case let .failed(r): return r
-        }
-    }
+    public var explanation: String { words.explanation }
 
     /// What would fix it.
-    public var fix: String {
+    public var fix: String { words.fix }
+
+    /// What is wrong and what would fix it, side by side.
+    private var words: (explanation: String, fix: String) {
         switch self {
-        case .noDevice: return "load the fuse module (modprobe fuse), or in a container add --device /dev/fuse (and --cap-add SYS_ADMIN)"
-        case .deviceDenied: return "give this user access to /dev/fuse, or in a container add --device /dev/fuse"
-        case .mountDenied: return "mount as root, or in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)"
-        case .allowOtherDenied: return "add user_allow_other to /etc/fuse.conf, or mount as root"
-        case .namespaceDenied: return "run as root, or allow unprivileged user namespaces"
-        case .noFusermount: return "install fuse3 (fusermount3) or run as root"
-        case .badOptions: return "check the -o options (pyzfs mount --help)"
-        case .unsupportedOption: return "leave it out, or run with --no-namespace"
-        case .noScratch: return "set TMPDIR to a writable directory (in a container: --tmpfs /tmp)"
-        case .failed: return "pyzfs mount -f -d shows libfuse's messages; a server's log may say more (syslog, or -o log=FILE)"
+        case .noDevice:
+            return ("there is no /dev/fuse",
+                    "load the fuse module (modprobe fuse), or in a container add --device /dev/fuse (and --cap-add SYS_ADMIN)")
+        case let .deviceDenied(r):
+            return ("/dev/fuse cannot be opened (\(r))", "give this user access to /dev/fuse, or in a container add --device /dev/fuse")
+        case let .mountDenied(r):
+            return ("mount(2) was refused (\(r)): no CAP_SYS_ADMIN, or a seccomp or AppArmor profile forbids it",
+                    "mount as root, or in a container add --cap-add SYS_ADMIN (and --security-opt apparmor=unconfined on AppArmor hosts)")
+        case let .allowOtherDenied(r):
+            return (r, "add user_allow_other to /etc/fuse.conf, or mount as root")
+        case let .namespaceDenied(r):
+            return ("no private mount namespace could be made (\(r))", "run as root, or allow unprivileged user namespaces")
+        case .noFusermount:
+            return ("this user may not mount and there is no fusermount3 (in /usr/bin or on PATH)", "install fuse3 (fusermount3) or run as root")
+        case let .badOptions(r):
+            return ("libfuse refused the options: \(r)", "check the -o options (pyzfs mount --help)")
+        case let .unsupportedOption(o):
+            return ("-o \(o) needs a block device, which a mount in a private namespace cannot have", "leave it out, or run with --no-namespace")
+        case let .noScratch(places):
+            return ("no writable directory for the mount point (tried \(places.joined(separator: ", ")))",
+                    "set TMPDIR to a writable directory (in a container: --tmpfs /tmp)")
+        case let .failed(r):
+            return (r, "pyzfs mount -f -d shows libfuse's messages; a server's log may say more (syslog, or -o log=FILE)")
         }
     }
 
@@ -82,37 +87,15 @@ public enum MountFailure: Error, Equatable, Sendable, CustomStringConvertible {
     /// A refused namespace changes nothing: the caller's namespace may still take a mount.
     public var allowsPlainMount: Bool { if case .namespaceDenied = self { return true } else { return false } }
 
-    /// One line, for a pipe between processes (`init(encoded:)` reads it back).
+    /// One line of JSON, for a pipe between processes (`init(encoded:)` reads it back).
     public var encoded: String {
-        switch self {
-        case .noDevice: return "noDevice "
-        case let .deviceDenied(r): return "deviceDenied " + r
-        case let .mountDenied(r): return "mountDenied " + r
-        case let .allowOtherDenied(r): return "allowOtherDenied " + r
-        case let .namespaceDenied(r): return "namespaceDenied " + r
-        case .noFusermount: return "noFusermount "
-        case let .badOptions(r): return "badOptions " + r
-        case let .unsupportedOption(o): return "unsupportedOption " + o
-        case let .noScratch(places): return "noScratch " + places.joined(separator: "\u{1f}")
-        case let .failed(r): return "failed " + r
-        }
+        // Strings and arrays of strings always encode: a failure would be a bug in this type.
+        String(decoding: try! JSONEncoder().encode(self), as: UTF8.self)
     }
 
+    /// The failure `encoded` wrote; nil for any other text.
     public init?(encoded: String) {
-        guard let space = encoded.firstIndex(of: " ") else { return nil }
-        let r = String(encoded[encoded.index(after: space)...])
-        switch encoded[..<space] {
-        case "noDevice": self = .noDevice
-        case "deviceDenied": self = .deviceDenied(r)
-        case "mountDenied": self = .mountDenied(r)
-        case "allowOtherDenied": self = .allowOtherDenied(r)
-        case "namespaceDenied": self = .namespaceDenied(r)
-        case "noFusermount": self = .noFusermount
-        case "badOptions": self = .badOptions(r)
-        case "unsupportedOption": self = .unsupportedOption(r)
-        case "noScratch": self = .noScratch(r.split(separator: "\u{1f}").map(String.init))
-        case "failed": self = .failed(r)
-        default: return nil
-        }
+        guard let failure = try? JSONDecoder().decode(MountFailure.self, from: Data(encoded.utf8)) else { return nil }
+        self = failure
     }
 }

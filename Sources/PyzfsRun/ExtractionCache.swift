@@ -51,13 +51,6 @@ public enum ExtractionCache {
         throw Failure(Exit.runFailed, "no cache directory can be used: \(skipped.joined(separator: ", ")); set XDG_CACHE_HOME to an absolute path of a writable directory on a file system mounted without noexec")
     }
 
-    /// The value of environment variable `name` when it is an absolute path: the XDG Base
-    /// Directory specification says relative values are to be ignored.
-    static func absoluteEnvironment(_ name: String) -> String? {
-        guard let value = readEnvironment(name), value.hasPrefix("/") else { return nil }
-        return value
-    }
-
     /// Why `path` cannot hold the cache (nil when it can), creating nothing: a path that
     /// exists must be this user's directory, else its nearest existing ancestor must take
     /// new entries; either must be on a file system that allows exec.
@@ -242,11 +235,11 @@ public enum ExtractionCache {
 
     /// A new, empty `ENTRY.tmp-XXXXXX` directory.
     static func makeTemporary(_ entry: String) throws(Failure) -> String {
-        var template = Array("\(entry).tmp-XXXXXX".utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        let key = entry.split(separator: "/").last.map(String.init) ?? entry
+        guard let made = makeUniqueDirectory(in: parentOf(entry), prefix: key + ".tmp") else {
             throw Failure(Exit.runFailed, "cannot create a directory beside \(entry): \(errnoText(errno)); check the free space and permissions of the cache directory")
         }
-        return string(fromCString: p)
+        return made
     }
 
     /// Removes an entry unless an app uses it (the caller holds its build lock): renamed to a

@@ -91,22 +91,30 @@ public struct Launcher {
         // The libfuse options pyzfs mount would use, made into mount(2)'s arguments.
         let request = try KernelMount.request(source: opened.path, options: opened.serverConfiguration(options).libfuseOptions)
         if let refusal = Self.deviceRefusal() { throw refusal }
-        let directory = try makeMountDirectory(named: layout.mountDirectoryName)
-        let mountpoint = directory.path
+        let place: MountPlace
+        do {
+            place = .made(try makeMountDirectory(named: layout.mountDirectoryName))
+        } catch .noScratch(let places) {
+            // A private tmpfs in the namespace can hold the mount point instead, where it hides
+            // nothing: over an empty directory.
+            guard let cover = places.first(where: isEmptyDirectory) else { throw .noScratch(places) }
+            place = .inNamespace(over: cover, named: layout.mountDirectoryName)
+        }
+        let made = place.made
         // Where something would fall back, tried in a throwaway child first: a refusal then
         // leaves this process in the caller's namespaces, where the plain mount through
         // fusermount3 and the extract fallback belong. (As root without --fallback=extract
         // nothing would: the trial's millisecond is saved.)
         let trial = fallbackToExtract || geteuid() != 0
-        if trial, let refusal = probeNamespaceMount(request, on: mountpoint) {
-            directory.remove()
+        if trial, let refusal = probeNamespaceMount(request, at: place) {
+            made?.remove()
             throw refusal
         }
         var channel: [Int32] = [-1, -1]
         var ready: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &channel) == 0,
               makePipe(&ready) else {
-            directory.remove()
+            made?.remove()
             throw .failed("cannot create a socket: \(errnoText(errno))")
         }
         // The server: forked twice, so that it is not the app's child, and before unshare(2),
@@ -116,14 +124,14 @@ public struct Launcher {
         let first = fork()
         if first < 0 {
             close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
-            directory.remove()
+            made?.remove()
             throw .failed("cannot fork: \(errnoText(errno))")
         }
         if first == 0 {
             if !isInit && fork() != 0 { _exit(0) }
             close(channel[0])
             close(ready[0])
-            serveAdopted(opened, options: options, directory: directory, channel: channel[1], ready: ready[1])
+            serveAdopted(opened, options: options, place: place, channel: channel[1], ready: ready[1])
         }
         if !isInit {
             var status: Int32 = 0
@@ -131,11 +139,12 @@ public struct Launcher {
         }
         close(channel[1])
         close(ready[1])
+        var mountedOn = made?.path
         func abandon() {
             close(channel[0])  // the server sees end-of-file and exits
             close(ready[0])
-            _ = umount2(mountpoint, Int32(MNT_DETACH))
-            directory.remove()
+            if let mountedOn { _ = umount2(mountedOn, Int32(MNT_DETACH)) }
+            made?.remove()
         }
         // A refused unshare(2) changes nothing: the caller's namespace may still take a mount.
         do { try Self.unshareNamespace() } catch { abandon(); throw error }
@@ -145,8 +154,9 @@ public struct Launcher {
             writeAll(2, "pyzfs: \(refusalMessage(opened, r, after: " in a private namespace\(trial ? " (a trial just worked)" : "")"))\n")
             _exit(Exit.runFailed)
         }
-        let fd: Int32
-        do { fd = try Self.mountInNamespace(request, on: mountpoint) } catch { fatal(error) }
+        let fd: Int32, mountpoint: String
+        do { (fd, mountpoint) = try Self.mountInNamespace(request, at: place) } catch { fatal(error) }
+        mountedOn = mountpoint
         let sent = pyzfs_send_descriptor(channel[0], fd) == 0
         close(fd)
         guard sent, waitForReady(ready[0]) else { fatal(.failed("the server exited before the mount was ready")) }
@@ -155,7 +165,7 @@ public struct Launcher {
         StartCheck.warn(check?(), opened: opened)
         // As PID 1 this process's exit kills the server before the namespace's end reaches it:
         // the mount is detached here and its directory removed, nothing waits for the server.
-        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); directory.remove() }, server: nil)
+        let cleanup = Supervisor.InitCleanup(end: { _ = umount2(mountpoint, Int32(MNT_DETACH)); made?.remove() }, server: nil)
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: isInit, waitForAll: false, asInit: cleanup)
     }
 
@@ -176,10 +186,10 @@ public struct Launcher {
     }
 
     /// In the namespace `unshareNamespace` made: maps this user to itself, makes the mounts
-    /// private and mounts /dev/fuse as `request` says. The kernel's owner is who mounts
-    /// (`uid=`/`gid=` are the files' owner, in the tree).
-    /// - Returns: the /dev/fuse descriptor.
-    private static func mountInNamespace(_ request: KernelMount.Request, on mountpoint: String) throws(MountFailure) -> Int32 {
+    /// private, makes the mount point if `place` says so, and mounts /dev/fuse as `request`
+    /// says. The kernel's owner is who mounts (`uid=`/`gid=` are the files' owner, in the tree).
+    /// - Returns: the /dev/fuse descriptor and the mount point.
+    private static func mountInNamespace(_ request: KernelMount.Request, at place: MountPlace) throws(MountFailure) -> (Int32, String) {
         let uid = getuid(), gid = getgid()
         if geteuid() != 0 {
             _ = writeFile("/proc/self/setgroups", "deny")
@@ -189,13 +199,41 @@ public struct Launcher {
         }
         // On systemd hosts / is shared: without this the mount would propagate to the host.
         if pyzfs_make_mounts_private() != 0 { throw .namespaceDenied("cannot make its mounts private: \(errnoText(errno))") }
-        return try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid)
+        let mountpoint: String
+        switch place {
+        case let .made(directory): mountpoint = directory.path
+        case let .inNamespace(cover, name): mountpoint = try makeMountDirectory(over: cover, named: name)
+        }
+        return (try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid), mountpoint)
+    }
+
+    /// In the private namespace, where no scratch place is writable: mounts a tmpfs over the
+    /// empty directory `cover` (with its mode), makes the mount directory in it and makes the
+    /// tmpfs read-only. The app then sees `cover` as it was, empty and read-only, but for the
+    /// mount directory; the tmpfs goes with the namespace.
+    private static func makeMountDirectory(over cover: String, named name: String?) throws(MountFailure) -> String {
+        var st = stat()
+        guard stat(cover, &st) == 0 else { throw .failed("cannot stat \(cover): \(errnoText(errno))") }
+        // Owned by who mounts: the covered directory's owner may not be mapped in a user
+        // namespace (root outside), and a tmpfs refuses an unmapped uid=.
+        let flags = UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        guard Glibc.mount("pyzfs-run", cover, "tmpfs", flags, "mode=\(String(st.st_mode & 0o7777, radix: 8)),size=16k,nr_inodes=8") == 0 else {
+            throw .failed("cannot mount a private tmpfs on \(cover) for the mount point: \(errnoText(errno))")
+        }
+        guard let directory = makeUniqueDirectory(in: cover, prefix: "pyzfs-run"),
+              name.map({ mkdir(directory + "/" + $0, 0o700) == 0 }) ?? true else {
+            throw .failed("cannot create the mount point in a private tmpfs on \(cover): \(errnoText(errno))")
+        }
+        guard Glibc.mount(nil, cover, nil, flags | UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil) == 0 else {
+            throw .failed("cannot make the private tmpfs on \(cover) read-only: \(errnoText(errno))")
+        }
+        return name.map { directory + "/" + $0 } ?? directory
     }
 
     /// `unshareNamespace` and `mountInNamespace` in a child that then exits, its mount going
     /// with its namespace.
     /// - Returns: nil when it worked, else why not.
-    private func probeNamespaceMount(_ request: KernelMount.Request, on mountpoint: String) -> MountFailure? {
+    private func probeNamespaceMount(_ request: KernelMount.Request, at place: MountPlace) -> MountFailure? {
         var answer: [Int32] = [-1, -1]
         guard makePipe(&answer) else { return .failed("cannot create a pipe: \(errnoText(errno))") }
         let child = fork()
@@ -204,7 +242,7 @@ public struct Launcher {
             var result = "ok"
             do {
                 try Self.unshareNamespace()
-                close(try Self.mountInNamespace(request, on: mountpoint))
+                close(try Self.mountInNamespace(request, at: place).0)
             } catch { result = error.encoded }
             writeAll(answer[1], result)
             _exit(0)
@@ -220,10 +258,9 @@ public struct Launcher {
     }
 
     /// The server of a namespace mount: receives the /dev/fuse descriptor and serves it until the
-    /// namespace is gone, then removes the mount directory.
-    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, directory: MountDirectory,
+    /// namespace is gone, then removes the mount directory if it made one.
+    private func serveAdopted(_ opened: OpenedArchive, options: MountOptions, place: MountPlace,
                               channel: Int32, ready: Int32) -> Never {
-        let mountpoint = directory.path
         detach(keeping: [channel, ready, opened.file.fd], options: options)
         let fd = pyzfs_receive_descriptor(channel)
         close(channel)
@@ -232,6 +269,7 @@ public struct Launcher {
         // apply; libfuse ignores the mount options for a /dev/fd/N mount point.
         var configuration = opened.serverConfiguration(options)
         configuration.exitOnSignals = false
+        let mountpoint = place.description
         let server: Server
         do {
             server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
@@ -245,8 +283,10 @@ public struct Launcher {
         // The mount ends with the app's namespace: nothing to unmount, so no CAP_SYS_ADMIN.
         Privileges.dropForServing(keep: [.dacReadSearch])
         _ = server.run(onReady: { signalReady(ready) })
-        directory.remove()
-        log.info("the app has exited; removed \(mountpoint)")
+        if let made = place.made {
+            made.remove()
+            log.info("the app has exited; removed \(made.path)")
+        }
         _exit(0)
     }
 
@@ -348,9 +388,7 @@ public struct Launcher {
     private func makeMountDirectory(named name: String? = nil) throws(MountFailure) -> MountDirectory {
         let places = scratchPlaces()
         for base in places where isWritableDirectory(base) {
-            var template = Array("\(base)/pyzfs-run-XXXXXX".utf8CString)
-            guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { continue }
-            let directory = string(fromCString: p)
+            guard let directory = makeUniqueDirectory(in: base, prefix: "pyzfs-run") else { continue }
             guard let name else { return MountDirectory(made: [directory]) }
             if mkdir(directory + "/" + name, 0o700) == 0 { return MountDirectory(made: [directory + "/" + name, directory]) }
             rmdir(directory)
@@ -370,12 +408,29 @@ struct MountDirectory: Sendable {
     func remove() { for d in made { rmdir(d) } }
 }
 
+/// Where a namespace mount's mount point is: a directory made in the caller's namespace (which
+/// the server removes), or one to be made in the private namespace, on a tmpfs over `over`.
+enum MountPlace: CustomStringConvertible {
+    case made(MountDirectory)
+    case inNamespace(over: String, named: String?)
+
+    /// The directory made in the caller's namespace, if any.
+    var made: MountDirectory? { if case let .made(d) = self { return d } else { return nil } }
+
+    var description: String {
+        switch self {
+        case let .made(d): return d.path
+        case let .inNamespace(cover, _): return "a private tmpfs on \(cover)"
+        }
+    }
+}
+
 /// Where `pyzfs run` may make its mount directory: `$TMPDIR`, `$XDG_RUNTIME_DIR`, then /tmp
 /// (absolute paths only, as the XDG specification asks).
 func scratchPlaces() -> [String] {
     var places: [String] = []
-    for p in [readEnvironment("TMPDIR"), readEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
-        if let p, p.hasPrefix("/"), !places.contains(p) { places.append(p) }
+    for p in [absoluteEnvironment("TMPDIR"), absoluteEnvironment("XDG_RUNTIME_DIR"), "/tmp"] {
+        if let p, !places.contains(p) { places.append(p) }
     }
     return places
 }

@@ -76,8 +76,7 @@ struct CLITests {
         let mnt = makeTemporaryDirectory("mnt")
         defer { unmountAndRemove(mnt) }
         // A private mount namespace with an empty /dev: nothing outside it changes.
-        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                     "mount -t tmpfs none /dev && exec \"$0\" mount \"$1\" \"$2\"", pyzfs, archive, mnt])
+        let r = run(inPrivateNamespace("\(hideFUSE) && exec \"$1\" mount \"$2\" \"$3\"", [pyzfs, archive, mnt]))
         #expect(r.status == 69, "\(r)")
         #expect(r.stderr.contains("cannot mount on \(mnt): there is no /dev/fuse; load the fuse module"), "\(r)")
         #expect(r.stderr.contains("--device /dev/fuse"), "\(r)")

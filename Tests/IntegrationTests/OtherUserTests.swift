@@ -197,23 +197,31 @@ struct OtherUserTests {
         grep -c " \(dir)/mnt " /proc/self/mounts
         """
         // A PID namespace: whatever happens, its server dies with the script, and the mount with it.
-        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script], timeout: 60)
+        let r = run(inPrivateNamespace(script, pidNamespace: true), timeout: 60)
         #expect(r.stdout == "mount 0\n1\nunmount 0\n0\n", "\(r)")
         let calls = (try? String(contentsOfFile: dir + "/calls", encoding: .utf8)) ?? ""
         #expect(calls.contains("-- \(dir)/mnt\n") && calls.contains("-u \(dir)/mnt\n"), "fusermount3 on PATH ran: \(calls)")
     }
 
-    @Test("a normal user runs an app: through a user namespace, and with --no-namespace through fusermount3; without access to /dev/fuse one line names the cause and the fallback",
-          .enabled(if: getuid() == 0, "needs root to make a /dev/fuse node in a private mount namespace"))
-    func normalUserRuns() throws {
-        let dir = makeTemporaryDirectory("user-run")
-        defer { removeTree(dir) }
+    /// A new directory that uid 65534 can traverse, holding `app.pyz` (runapp, readable by all)
+    /// and `fuse`, a /dev/fuse node anyone may open (to bind over /dev/fuse in a namespace).
+    static func userWorkspace(_ tag: String) throws -> String {
+        let dir = makeTemporaryDirectory(tag)
         chmod(dir, 0o755)
         try FileManager.default.copyItem(atPath: Fixtures.shared.archive("runapp"), toPath: dir + "/app.pyz")
         chmod(dir + "/app.pyz", 0o644)
+        let node = run(["mknod", "-m", "0666", dir + "/fuse", "c", "10", "229"])
+        guard node.status == 0 else { throw HarnessError("cannot make \(dir)/fuse: \(node)") }
+        return dir
+    }
+
+    @Test("a normal user runs an app: through a user namespace, and with --no-namespace through fusermount3; without access to /dev/fuse one line names the cause and the fallback",
+          .enabled(if: getuid() == 0, "needs root to make a /dev/fuse node in a private mount namespace"))
+    func normalUserRuns() throws {
+        let dir = try Self.userWorkspace("user-run")
+        defer { removeTree(dir) }
         try FileManager.default.createDirectory(atPath: dir + "/cache", withIntermediateDirectories: false)
         chown(dir + "/cache", 65534, 65534)
-        #expect(run(["mknod", "-m", "0666", dir + "/fuse", "c", "10", "229"]).status == 0)
         let user = "setpriv --reuid=65534 --regid=65534 --clear-groups env -u XDG_RUNTIME_DIR XDG_CACHE_HOME=\(dir)/cache"
         let app = "\(TestEnvironment.binary) run"
         // The device as on Debian desktops (0666) for the first two; then this machine's 0600.
@@ -225,12 +233,34 @@ struct OtherUserTests {
         \(user) \(app) \(dir)/app.pyz -- print refused; echo "refused $?"
         \(user) \(app) --fallback=extract \(dir)/app.pyz -- print extracted; echo "extracted $?"
         """
-        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script], timeout: 120)
+        let r = run(inPrivateNamespace(script, pidNamespace: true), timeout: 120)
         for expected in ["args ['ns']", "namespace 0", "args ['plain']", "no-namespace 0", "refused 125", "args ['extracted']",
                          "mount \(dir)/cache/pyzfs/", "extracted 0"] {
             #expect(r.stdout.contains(expected), "\(expected): \(r)")
         }
         #expect(!r.stdout.contains("args ['refused']"), "\(r)")
         #expect(r.stderr.contains("/dev/fuse cannot be opened (Permission denied)") && r.stderr.contains("--fallback=extract"), "\(r)")
+    }
+
+    @Test("a normal user with no writable scratch place (read-only /tmp) runs an app through a user namespace, its mount point in a private read-only tmpfs over /tmp; --no-namespace still refuses",
+          .enabled(if: getuid() == 0, "needs root to make a /dev/fuse node and a read-only /tmp in a private mount namespace"))
+    func normalUserWithoutScratch() throws {
+        let dir = try Self.userWorkspace("user-no-scratch")
+        defer { removeTree(dir) }
+        let user = "setpriv --reuid=65534 --regid=65534 --clear-groups env -u TMPDIR -u XDG_RUNTIME_DIR"
+        // The app is copied out of /tmp, which is then empty and read-only.
+        let script = """
+        mount --bind "$1/fuse" /dev/fuse && mount -t tmpfs none /mnt && cp "$1/app.pyz" /mnt/app.pyz && \(emptyReadOnlyTmp) || exit 90
+        \(user) "$2" run /mnt/app.pyz -- scratch; echo "namespace $?"
+        \(user) "$2" run --no-namespace /mnt/app.pyz -- scratch; echo "no-namespace $?"
+        echo "left $(grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo)"
+        """
+        let r = run(inPrivateNamespace(script, [dir, TestEnvironment.binary], pidNamespace: true), timeout: 120)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 4, "\(r)")
+        #expect(lines[0].hasPrefix("scratch /tmp ['pyzfs-run-") && lines[0].hasSuffix("'] True data from the mount")
+                && lines[0].contains("'] True tmp ['pyzfs-run-"), "\(r)")
+        #expect(lines[1...3] == ["namespace 0", "no-namespace 125", "left 0"], "\(r)")
+        #expect(r.stderr.contains("no writable directory for the mount point (tried /tmp); set TMPDIR"), "\(r)")
     }
 }

@@ -293,8 +293,7 @@ struct RunTests {
 
     /// The command line of `withoutFUSE`, run by `user` (a setpriv command, say) when given.
     func withoutFUSECommand(_ args: [String], prelude: String = "", user: [String] = []) -> [String] {
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         "\(prelude) mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"", "sh"] + user + [pyzfs, "run"] + args
+        inPrivateNamespace("\(prelude) \(hideFUSE) && exec \"$@\"", user + [pyzfs, "run"] + args)
     }
 
     @Test("without /dev/fuse: one line that says what would fix it; --fallback=extract runs from a cache",
@@ -356,9 +355,8 @@ struct RunTests {
         let cache = makeTemporaryDirectory("cache")
         defer { removeTree(cache) }
         // The caller (the shell in the private namespace without /dev/fuse) says where it is.
-        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                     "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && echo ns $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/user) && exec \"$@\"",
-                     "sh", pyzfs, "run", "--fallback=extract", app, "--", "ns"], environment: ["XDG_CACHE_HOME": cache])
+        let r = run(inPrivateNamespace("\(hideFUSE) && echo ns $(readlink /proc/self/ns/mnt) $(readlink /proc/self/ns/user) && exec \"$@\"",
+                                       [pyzfs, "run", "--fallback=extract", app, "--", "ns"]), environment: ["XDG_CACHE_HOME": cache])
         let lines = r.stdout.split(separator: "\n").filter { $0.hasPrefix("ns ") }
         #expect(r.status == 0 && lines.count == 2, "\(r)")
         #expect(lines.first == lines.last, "the app ran in other namespaces than its caller: \(lines)")
@@ -374,14 +372,14 @@ struct RunTests {
         chmod(dir + "/app.pyz", 0o644)
         try FileManager.default.createDirectory(atPath: dir + "/cache", withIntermediateDirectories: false)
         let script = """
-        mount -t tmpfs -o mode=0777 none "$1/cache" && mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 \\
+        mount -t tmpfs -o mode=0777 none "$1/cache" && \(hideFUSE) \\
           && mount -o remount,bind,ro / && mount --rbind /tmp /tmp && mount -o remount,bind,ro /tmp || exit 90
         for start in first second; do
           setpriv --reuid=10001 --regid=10001 --clear-groups env XDG_CACHE_HOME="$1/cache" HOME=/nonexistent \\
             "$2" run --fallback=extract "$1/app.pyz" -- print $start; echo "status $?"
         done
         """
-        let r = run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script, "sh", dir, pyzfs], timeout: 120)
+        let r = run(inPrivateNamespace(script, [dir, pyzfs], pidNamespace: true), timeout: 120)
         #expect(r.stdout.components(separatedBy: "status 0").count == 3, "\(r)")
         #expect(r.stdout.contains("args ['first']") && r.stdout.contains("args ['second']") && r.stdout.contains("mount \(dir)/cache/pyzfs/"), "\(r)")
     }
@@ -390,8 +388,8 @@ struct RunTests {
     func concurrentFirstStarts() throws {
         let cache = makeTemporaryDirectory("cache")
         defer { removeTree(cache) }
-        let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && { \"$0\" run --fallback=extract \"$1\" -- exit 5 & \"$0\" run --fallback=extract \"$1\" -- exit 6; echo second=$?; wait $!; echo first=$?; }"
-        let r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, pyzfs, app], environment: ["XDG_CACHE_HOME": cache])
+        let script = "\(hideFUSE) && { \"$1\" run --fallback=extract \"$2\" -- exit 5 & \"$1\" run --fallback=extract \"$2\" -- exit 6; echo second=$?; wait $!; echo first=$?; }"
+        let r = run(inPrivateNamespace(script, [pyzfs, app]), environment: ["XDG_CACHE_HOME": cache])
         #expect(r.stdout.contains("second=6") && r.stdout.contains("first=5"), "\(r)")
         let entries = try FileManager.default.contentsOfDirectory(atPath: cache + "/pyzfs")
         #expect(entries.filter { !$0.contains(".") }.count == 1, "\(entries)")
@@ -440,18 +438,55 @@ struct RunTests {
         func withReadOnlyTmp(_ environment: [String: String], _ args: [String]) -> RunResult {
             let script = "mount -t tmpfs none \"$1\" && mount --rbind /tmp /tmp && mount -o remount,bind,ro /tmp && shift && exec \"$@\""
             let flags = noNamespace ? ["--no-namespace"] : []
-            return run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", scratch, pyzfs, "run"] + flags + [app, "--"] + args,
+            return run(inPrivateNamespace(script, [scratch, pyzfs, "run"] + flags + [app, "--"] + args),
                        environment: ["TMPDIR": "", "XDG_RUNTIME_DIR": ""].merging(environment) { $1 })
         }
         for variable in ["TMPDIR", "XDG_RUNTIME_DIR"] {
             let r = withReadOnlyTmp([variable: scratch], ["print"])
             #expect(r.status == 0 && r.stdout.contains("mount \(scratch)/pyzfs-run-"), "\(variable): \(r)")
         }
+        // This /tmp has files in it: namespace mode may not cover it with a tmpfs (noScratchPlace).
         let refused = withReadOnlyTmp([:], ["print"])
         #expect(refused.status == 125, "\(refused)")
         #expect(refused.stderr.contains("no writable directory for the mount point (tried /tmp)") && refused.stderr.contains("set TMPDIR"),
                 "\(refused)")
         #expect(!refused.stderr.contains("server") && refused.stderr.split(separator: "\n").filter { $0.hasPrefix("pyzfs: ") && !$0.contains("warning") }.count == 1,
                 "\(refused)")
+    }
+
+    @Test("no writable scratch place (docker run --read-only, no --tmpfs): the mount point in a private read-only tmpfs over the empty TMPDIR or /tmp, seen as before; --no-namespace still refuses; nothing left",
+          .enabled(if: getuid() == 0, "needs root for a private mount namespace"), arguments: [false, true])
+    func noScratchPlace(asInit: Bool) throws {
+        let tag = "noscratch-\(getpid())-\(asInit)"
+        // As PID 1 of a new PID namespace, as a container's entrypoint is.
+        let start = (asInit ? "unshare --pid --fork --kill-child --mount-proc " : "") + "\"$1\" run"
+        // The app is copied out of /tmp, which is then empty and read-only; `left` counts the
+        // pyzfs mounts in this namespace and the entries written in TMPDIR.
+        let script = """
+        mount -t tmpfs none /mnt && cp "$2" /mnt/app.pyz && \(emptyReadOnlyTmp) || exit 90
+        left() { echo "left $(grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo) $(ls -A /tmp/d 2>/dev/null | wc -l)"; }
+        \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        \(start) --no-namespace /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        mount -o remount,rw /tmp && mkdir /tmp/d /tmp/f && touch /tmp/f/kept && mount -o remount,ro /tmp || exit 91
+        TMPDIR=/tmp/d \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        TMPDIR=/tmp/f \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
+        """
+        let r = run(inPrivateNamespace(script, [pyzfs, app]), environment: ["TMPDIR": "", "XDG_RUNTIME_DIR": ""], timeout: 120)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 10, "\(r)")
+        // /tmp: empty and read-only for the app as for its caller, but for the mount directory.
+        #expect(lines[0].hasPrefix("scratch /tmp ['pyzfs-run-") && lines[0].hasSuffix("'] True data from the mount")
+                && lines[0].contains("'] True tmp ['pyzfs-run-"), "\(r)")
+        #expect(lines[1...2] == ["status 0", "left 0 0"], "\(r)")
+        // --no-namespace needs a real place: the same one line as before.
+        #expect(lines[3...4] == ["status 125", "left 0 0"], "\(r)")
+        #expect(r.stderr.contains("no writable directory for the mount point (tried /tmp); set TMPDIR"), "\(r)")
+        // An empty read-only TMPDIR is covered first; /tmp is untouched.
+        #expect(lines[5].hasPrefix("scratch /tmp/d ['pyzfs-run-") && lines[5].hasSuffix("'] True tmp ['d', 'f'] True data from the mount"), "\(r)")
+        #expect(lines[6...7] == ["status 0", "left 0 0"], "\(r)")
+        // A place with files in it is never covered: with no empty one the refusal stands.
+        #expect(lines[8...9] == ["status 125", "left 0 0"], "\(r)")
+        #expect(r.stderr.contains("no writable directory for the mount point (tried /tmp/f, /tmp)"), "\(r)")
+        #expect(eventually { processes(matching: "scratch \(tag)").isEmpty }, "a server of the runs is left")
     }
 }

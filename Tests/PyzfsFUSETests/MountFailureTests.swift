@@ -16,13 +16,41 @@ struct MountFailureTests {
         #expect(MountFailure.libfuse("fuse: mount failed: Invalid argument") == .failed("fuse: mount failed: Invalid argument"))
     }
 
-    @Test("every case survives the trial's pipe", arguments: [
-        MountFailure.noDevice, .deviceDenied("Permission denied"), .mountDenied("Operation not permitted"),
+    /// Examples of every case: with texts that a line-based format would break (newlines, the
+    /// old format's separators, spaces), and empty ones.
+    static let examples: [MountFailure] = [
+        .noDevice, .deviceDenied("Permission denied"), .mountDenied("Operation not permitted"),
         .allowOtherDenied("x y"), .namespaceDenied("Operation not permitted"), .noFusermount, .badOptions("a,b"),
-        .unsupportedOption("blkdev"), .noScratch(["/a b", "/tmp"]), .noScratch([]), .failed(""), .failed("with\nnewline"),
-    ])
+        .unsupportedOption("blkdev"), .noScratch(["/a b", "/tmp"]), .noScratch([]), .noScratch(["/a\u{1f}b", ""]),
+        .failed(""), .failed("with\nnewline"), .failed("noDevice "), .deviceDenied("é \"quoted\" \\"),
+    ]
+
+    /// The position of `failure`'s case in the declaration: this switch stops compiling when a
+    /// case is added, so that `examples` gets one.
+    static func caseNumber(_ failure: MountFailure) -> Int {
+        switch failure {
+        case .noDevice: 0
+        case .deviceDenied: 1
+        case .mountDenied: 2
+        case .allowOtherDenied: 3
+        case .namespaceDenied: 4
+        case .noFusermount: 5
+        case .badOptions: 6
+        case .unsupportedOption: 7
+        case .noScratch: 8
+        case .failed: 9
+        }
+    }
+
+    @Test("the examples hold every case")
+    func examplesHoldEveryCase() {
+        #expect(Set(Self.examples.map(Self.caseNumber)) == Set(0...9))
+    }
+
+    @Test("every case survives the trial's pipe, as one line", arguments: examples)
     func roundTrip(failure: MountFailure) {
         #expect(MountFailure(encoded: failure.encoded) == failure)
+        #expect(!failure.encoded.contains("\n"))
         #expect(!failure.explanation.isEmpty || failure == .failed("") || failure == .allowOtherDenied(""))
         #expect(!failure.fix.isEmpty)
     }
@@ -36,5 +64,10 @@ struct MountFailureTests {
     ])
     func fuseUnavailable(failure: MountFailure, unavailable: Bool) {
         #expect(failure.meansFUSEUnavailable == unavailable, "\(failure)")
+    }
+
+    @Test("text that no failure wrote reads as none", arguments: ["", "ok", "noDevice", "{}", "{\"unknown\":{}}"])
+    func notAFailure(text: String) {
+        #expect(MountFailure(encoded: text) == nil)
     }
 }
