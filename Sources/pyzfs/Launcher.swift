@@ -294,7 +294,9 @@ struct Launcher {
                           supervise: Bool, waitForAll: Bool, asInit: Supervisor.InitCleanup) -> Never {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", mountpoint, 1)
-        let argv = layout.command(root: mountpoint)
+        let venv: String?
+        do { venv = try layout.writeVenv(beside: mountpoint) } catch { fatal(error.message, mountpoint) }
+        let argv = layout.command(root: mountpoint, venv: venv)
         if supervise { Supervisor.run(argv, waitForAll: waitForAll, asInit: asInit) }
         execute(argv)
     }
@@ -336,12 +338,14 @@ struct Launcher {
 }
 
 /// Removes a mount directory `makeMountDirectory` made, and the directory of its own that a
-/// named one sits in.
+/// named one sits in, with the venv beside it (`AppLayout.writeVenv`).
 func removeMountDirectory(_ path: String) {
     rmdir(path)
     let parts = path.split(separator: "/")
     if parts.count > 1, parts[parts.count - 2].hasPrefix("pyzfs-run-"), !parts[parts.count - 1].hasPrefix("pyzfs-run-") {
-        rmdir("/" + parts.dropLast().joined(separator: "/"))
+        let parent = "/" + parts.dropLast().joined(separator: "/")
+        _ = ExtractionCache.removeTree(parent + "/" + AppVenv.directoryName)
+        rmdir(parent)
     }
 }
 
