@@ -23,12 +23,19 @@ public struct AppLayout {
     /// The name the mount directory must have: a shiv preamble reads its parent's name as
     /// shiv's extraction directory (`NAME_BUILDID`) and may tidy that directory's siblings, so
     /// it gets that name, alone in a directory of its own. nil: any name.
-    public var mountDirectoryName: String? { bundled?.preamble == nil ? nil : bundled?.shivDirectoryName }
+    /// A `--venv` pex's mount is alone in a directory of its own too, beside its venv.
+    public var mountDirectoryName: String? {
+        if venv != nil { return "app" }
+        return bundled?.preamble == nil ? nil : bundled?.shivDirectoryName
+    }
     /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
     public let settings: [String]
     /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex
     /// isolates the app.
     let pythonOptions: [String]
+    /// The venv a `--venv` pex runs in, written beside the mount (`writeVenv(beside:)`); nil for
+    /// any other app.
+    let venv: AppVenv?
 
     /// Reads the archive's shiv or pex metadata and the tools' overrides in `environment`.
     /// - Throws: a `Failure` with a one-line message: exit 125 when the metadata is malformed,
@@ -53,6 +60,22 @@ public struct AppLayout {
             app.hermeticBoot && (app.isVenv || environment("PYTHONPATH") != nil && (environment("PEX_INHERIT_PATH") ?? "false") == "false")
         } ?? false
         pythonOptions = (bundled?.injectPythonArguments ?? []) + (isolated ? ["-I"] : [])
+        if let bundled, bundled.isVenv {
+            let paths = settings.compactMap { $0.hasPrefix("path=") ? String($0.dropFirst(5)) : nil }
+            venv = try AppVenv(bundled, paths: paths, opened: opened, interpreter: python.path)
+        } else {
+            venv = nil
+        }
+    }
+
+    /// Writes the venv of a `--venv` pex mounted on `root` beside it (`pyzfs-run-XXXXXX/venv`,
+    /// which `MountDirectory.remove` removes with the mount directory); nil for other apps.
+    /// - Throws: a `Failure` (exit 125) when it cannot be written.
+    public func writeVenv(beside root: String) throws(Failure) -> String? {
+        guard let venv else { return nil }
+        let directory = String(root[..<(root.lastIndex(of: "/") ?? root.startIndex)]) + "/" + AppVenv.directoryName
+        try venv.write(into: directory, root: root)
+        return directory
     }
 
     /// A pex built with --sh-boot starts with a /bin/sh script that looks for Python (its #! line
@@ -68,13 +91,15 @@ public struct AppLayout {
 
     /// The command that runs the app mounted on (or extracted to) `root`: for a plain zipapp
     /// `[python] + #! arguments + ["-c", zipappBootstrap, root, archive] + arguments`; for shiv and pex
-    /// `[python] + #! arguments + pythonOptions + ["-c", bootstrap, N, N settings] + arguments`.
-    public func command(root: String) -> [String] {
+    /// `[python] + #! arguments + pythonOptions + ["-c", bootstrap, N, N settings] + arguments`,
+    /// where python is the venv's when `venv` (`writeVenv(beside:)`) is given.
+    public func command(root: String, venv: String? = nil) -> [String] {
         guard bundled != nil else {
             return [interpreter.path] + interpreter.leadingArguments + ["-c", Self.zipappBootstrap, root, archive] + arguments
         }
-        let told = ["root=\(root)"] + settings
-        return [interpreter.path] + interpreter.leadingArguments + pythonOptions
+        let told = ["root=\(root)"] + settings + (venv == nil ? [] : ["venv=1"])
+        let python = venv.map(AppVenv.executable(in:)) ?? interpreter.path
+        return [python] + interpreter.leadingArguments + pythonOptions
             + ["-c", Self.bootstrap, String(told.count)] + told + arguments
     }
 

@@ -87,6 +87,11 @@ def main():
             paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
             paths += [p for p in sys.path if p not in before and p not in paths]
             os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    elif get("venv"):
+        # A --venv pex in the venv pyzfs wrote: site put the distributions' directories on
+        # sys.path (its .pth file), as pex's venv has them in its site-packages; the user code
+        # first, PEX_EXTRA_SYS_PATH last.
+        sys.path[:] = [root] + sys.path + settings.get("extra", [])
     else:
         # pex: the user code, the standard library, PEX_EXTRA_SYS_PATH, the distributions, pex's
         # own runtime. The interpreter's site-packages and PYTHONPATH only with inherit_path:

@@ -120,6 +120,7 @@ public struct Inspector {
         var compressedBytes: UInt64 = 0
         var timestamp = 0, hashed = 0
         var undecodable: [String] = [], encrypted: [String] = []
+        let wheelTags = facts == nil ? [:] : wheelTagsByFile()
         for (i, node) in tree.nodes.enumerated() where !node.isHidden {
             let name = String(decoding: tree.name(of: i), as: UTF8.self)
             if node.kind == .directory && name.hasSuffix(".dist-info") {
@@ -151,6 +152,9 @@ public struct Inspector {
             let elf = bytes(of: i).flatMap { b in b.withUnsafeBytes { ELFDependencies.parse($0) } }
             let inLibs = tree.path(of: Int(node.parent)).hasSuffix(".libs")
             var problems = facts.map { Compatibility.problems(extensionNamed: name, elf: elf, for: $0) } ?? []
+            if let facts, ExtensionTag(fileName: name)?.abi == "abi3", let tags = wheelTags[path] {
+                problems += Compatibility.problems(abi3ExtensionOf: tags, for: facts)
+            }
             if elf == nil { problems.append("not a readable ELF shared object") }
             let item = InspectionReport.Extension(
                 path: path, size: entry.uncompressedSize, compressed: entry.method != 0, machine: elf?.machineName,

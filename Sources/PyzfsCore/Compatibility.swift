@@ -216,3 +216,24 @@ extension InterpreterFacts {
         return ranked.min { $0.1 < $1.1 }?.0
     }
 }
+
+extension Compatibility {
+    /// The oldest CPython that an abi3 extension module of a wheel with these tags loads in: the
+    /// lowest `cp3X` among its `abi3` tags (`cp37-abi3-manylinux_2_17_x86_64` gives 3.7); nil
+    /// when no tag is abi3 (the file's own name then says its ABI).
+    public static func abi3Minimum(wheelTags tags: [WheelTag]) -> (Int, Int)? {
+        tags.filter { $0.abi == "abi3" }.flatMap { $0.python.split(separator: ".") }
+            .compactMap { $0.hasPrefix("cp3") ? Int($0.dropFirst(3)).map { (3, $0) } : nil }
+            .min { $0 < $1 }
+    }
+
+    /// Problems of an abi3 extension module (`_rust.abi3.so`) of a distribution whose wheel has
+    /// `tags`: the stable ABI of the newest Python its tags allow is the one it was built for,
+    /// so an interpreter older than `abi3Minimum` cannot load it. None for other interpreters
+    /// or when the tags say nothing.
+    public static func problems(abi3ExtensionOf tags: [WheelTag], for target: InterpreterFacts) -> [String] {
+        guard target.implementation == "cpython", let have = target.minor, let need = abi3Minimum(wheelTags: tags), have < need else { return [] }
+        let named = tags.filter { $0.abi == "abi3" }.map(\.description).joined(separator: ", ")
+        return ["an abi3 extension of a wheel tagged \(named): needs Python \(need.0).\(need.1)+, the interpreter is \(have.0).\(have.1)"]
+    }
+}

@@ -358,7 +358,15 @@ public struct Launcher {
                           supervise: Bool, waitForAll: Bool, asInit: Supervisor.InitCleanup) -> Never {
         setenv("PYZFS_ARCHIVE", opened.path, 1)
         setenv("PYZFS_MOUNT", mountpoint, 1)
-        let argv = layout.command(root: mountpoint)
+        let venv: String?
+        do { venv = try layout.writeVenv(beside: mountpoint) } catch {
+            writeAll(2, "pyzfs: \(error.message)\n")
+            // The server ends the mount once this process is gone, but as PID 1 this process's
+            // exit kills it first: the mount is ended here then, as Supervisor.run would.
+            if getpid() == 1 { asInit.run() }
+            _exit(Exit.runFailed)
+        }
+        let argv = layout.command(root: mountpoint, venv: venv)
         if supervise { Supervisor.run(argv, waitForAll: waitForAll, asInit: asInit) }
         execute(argv)
     }
@@ -404,8 +412,12 @@ struct MountDirectory: Sendable {
     /// The mount point.
     var path: String { made[0] }
 
-    /// Removes the directories made (each only if empty, as rmdir(2) does).
-    func remove() { for d in made { rmdir(d) } }
+    /// Removes the directories made (each only if empty, as rmdir(2) does), and the venv of a
+    /// `--venv` pex that `AppLayout.writeVenv` wrote beside a named mount directory.
+    func remove() {
+        if made.count > 1 { _ = ExtractionCache.removeTree(made[1] + "/" + AppVenv.directoryName) }
+        for d in made { rmdir(d) }
+    }
 }
 
 /// Where a namespace mount's mount point is: a directory made in the caller's namespace (which

@@ -19,6 +19,15 @@ public enum Supervisor {
         /// The server, this process's child as init, waited for after `end` so that it unmounts
         /// and removes its directory itself; nil when it cannot end before this process does.
         public let server: pid_t?
+
+        /// Ends the mount and waits for the server to have unmounted.
+        func run() {
+            end()
+            if let server {
+                var ignored: Int32 = 0
+                while waitpid(server, &ignored, 0) < 0 && errno == EINTR {}
+            }
+        }
     }
 
     /// - Parameters:
@@ -64,13 +73,7 @@ public enum Supervisor {
             // As init the server is a child too, and it ends only after this process: the app's
             // other descendants are what the mount waits for.
             if waitForAll && hasChildren(except: cleanup?.server) { continue }
-            if let cleanup {
-                cleanup.end()
-                if let server = cleanup.server {
-                    var ignored: Int32 = 0
-                    while waitpid(server, &ignored, 0) < 0 && errno == EINTR {}
-                }
-            }
+            cleanup?.run()
             finish(status, isInit: isInit)
         }
     }

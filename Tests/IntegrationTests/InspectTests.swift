@@ -15,6 +15,12 @@ struct InspectTests {
         return out
     }
 
+    /// Runs the Python `script`, which writes the archive named by its argument, for `path`.
+    func write(_ path: String, with script: String) throws {
+        let made = run(["python3", "-c", script, path])
+        try #require(made.status == 0, "\(made)")
+    }
+
     @Test("a good app: prefix, kind, its extension loadable, compressed libraries named, no problems")
     func goodApp() throws {
         let app = try extensionApp([], name: "good.pyz")
@@ -40,13 +46,55 @@ struct InspectTests {
                 info.external_attr, info.compress_type = (0o100000 | mode) << 16, zipfile.ZIP_DEFLATED
                 z.writestr(info, open(shutil.which("true"), "rb").read())
         """
-        let made = run(["python3", "-c", script, app])
-        try #require(made.status == 0, "\(made)")
+        try write(app, with: script)
         let r = run([pyzfs, "inspect", app])
         #expect(r.stdout.contains("executables: 1\n") && r.stdout.contains("executables stored compressed: 1 ("), "\(r)")
         #expect(run([pyzfs, "optimize", app, optimized]).status == 0)
         let o = run([pyzfs, "inspect", optimized])
         #expect(o.stdout.contains("executables: 1\n") && !o.stdout.contains("executables stored compressed"), "\(o)")
+    }
+
+    @Test("an abi3 extension is checked against its wheel's tag: cp37-abi3 loads in 3.10, cp311-abi3 is reported per file")
+    func abi3PerFile() throws {
+        let dir = makeTemporaryDirectory("inspect")
+        defer { removeTree(dir) }
+        // An interpreter that answers pyzfs's probe as CPython 3.10 would on this machine.
+        let python310 = dir + "/python3.10"
+        let fake = "#!/bin/sh\necho \"3.10.13|cpython|cpython-310|cpython-310-$(uname -m)-linux-gnu|$(uname -m)|glibc|2.36\"\n"
+        try fake.write(toFile: python310, atomically: true, encoding: .utf8)
+        chmod(python310, 0o755)
+        let app = dir + "/abi3.pyz"
+        // Two installed wheels, each with a _rust.abi3.so (a real shared object of this machine)
+        // named in its RECORD; only their WHEEL tags differ.
+        let script = """
+        import glob, os, platform, sys, sysconfig, zipfile
+        so = open(sorted(glob.glob(os.path.join(sysconfig.get_path("platstdlib"), "lib-dynload", "*.so")))[0], "rb").read()
+        with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("__main__.py", "print('hi')\\n")
+            for name, tag in (("oldabi", "cp37-abi3"), ("newabi", "cp311-abi3")):
+                info = name + "-1.0.dist-info"
+                z.writestr(name + "/__init__.py", "")
+                z.writestr(name + "/_rust.abi3.so", so)
+                z.writestr(info + "/METADATA", "Metadata-Version: 2.1\\nName: %s\\nVersion: 1.0\\n" % name)
+                z.writestr(info + "/WHEEL", "Wheel-Version: 1.0\\nRoot-Is-Purelib: false\\nTag: %s-manylinux_2_17_%s\\n" % (tag, platform.machine()))
+                z.writestr(info + "/RECORD", "%s/__init__.py,,\\n%s/_rust.abi3.so,sha256=x,%d\\n%s/RECORD,,\\n" % (name, name, len(so), info))
+        """
+        try write(app, with: script)
+
+        let r = run([pyzfs, "inspect", "--python", python310, app])
+        #expect(r.status == 0, "\(r)")
+        let line = "newabi/_rust.abi3.so: an abi3 extension of a wheel tagged cp311-abi3-manylinux_2_17_"
+        #expect(r.stdout.contains(line) && r.stdout.contains(": needs Python 3.11+, the interpreter is 3.10 (this interpreter: 3.10 on "), "\(r)")
+        #expect(!r.stdout.contains("oldabi/_rust.abi3.so:") && r.stdout.contains("native extensions: 2, 1 cannot load"), "\(r)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(run([pyzfs, "inspect", "--json", "--python", python310, app]).stdout.utf8)) as? [String: Any])
+        let extensions = json["extensions"] as? [[String: Any]] ?? []
+        let problems = Dictionary(uniqueKeysWithValues: extensions.map { ($0["path"] as? String ?? "", $0["problems"] as? [String] ?? []) })
+        #expect(problems["oldabi/_rust.abi3.so"] == [] && problems["newabi/_rust.abi3.so"]?.count == 1, "\(extensions)")
+        // The interpreter the wheel was built for has no complaint.
+        if run(["python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"]).status == 0 {
+            let current = run([pyzfs, "inspect", "--python", "python3", app])
+            #expect(current.stdout.contains("problems: none"), "\(current)")
+        }
     }
 
     @Test("an extension for another Python and machine, a wheel for a newer glibc: said before any import fails")

@@ -99,12 +99,50 @@ struct ShivPexTests {
 
     @Test("a --venv pex runs from the mount as a plain pex does, isolated (-I) as pex runs its venv (pex itself would build a venv in PEX_ROOT)")
     func venvPex() async throws {
-        let mounted = isolated([pyzfs, "run", try await ShivPexApps.archive("venv.pex"), "--", "--exit", "5"])
+        let archive = try await ShivPexApps.archive("venv.pex")
+        let mounted = isolated([pyzfs, "run", archive, "--", "--exit", "5"])
         #expect(mounted.result.status == 5, "\(mounted.result)")
-        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "pth: found through zfsdep_extra.pth run 1 time(s)", "isolated: 1"] {
+        for line in ["argv: ['venv.pex', '--exit', '5']", "native: 5", "isolated: 1"] {
             #expect(mounted.result.stdout.contains(line), "missing \(line) in \(mounted.result)")
         }
+        // A venv's site-packages is processed twice at start-up (site.venv, then
+        // site.addsitepackages), and its .pth files run twice: in pex's venv as in pyzfs's.
+        let direct = isolated([TestEnvironment.python, archive])
+        let dependency = { (o: Outcome) in o.result.stdout.split(separator: "\n").first { $0.hasPrefix("dependency:") } }
+        #expect(dependency(mounted) != nil && dependency(mounted) == dependency(direct), "\(mounted.result)\n\(direct.result)")
         #expect(mounted.written.isEmpty && mounted.writtenInTmp.isEmpty, "\(mounted.written) \(mounted.writtenInTmp)")
+    }
+
+    @Test("a --venv pex sees a venv as under python3 ARCHIVE: sys.executable, sys.prefix and the scripts directory in it, where its console scripts and programs run, isolated (-I)")
+    func venvView() async throws {
+        let archive = try await ShivPexApps.archive("probe-venv.pex")
+        let direct = isolated([TestEnvironment.python, archive])
+        let mounted = isolated([pyzfs, "run", archive, "--"])
+        func view(_ outcome: Outcome) throws -> [String: Any] {
+            let line = outcome.result.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            return try #require(try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(outcome.result)")
+        }
+        let pex = try view(direct), pyzfs = try view(mounted)
+        for (name, v) in [("python3", pex), ("pyzfs run", pyzfs)] {
+            let prefix = v["prefix"] as? String ?? "?"
+            #expect(v["executable"] as? String == prefix + "/bin/python" && v["scripts"] as? String == prefix + "/bin", "\(name): \(v)")
+            #expect(prefix != v["base_prefix"] as? String && v["venv_config"] as? Bool == true, "\(name): not a venv: \(v)")
+        }
+        let prefix = pyzfs["prefix"] as? String ?? ""
+        #expect(prefix.contains("/pyzfs-run-"), "the venv is not beside the mount: \(prefix)")
+        // The same scripts, which print the same (the venv's path and python's name aside).
+        func scripts(_ v: [String: Any]) -> [String] { (v["listing"] as? [String] ?? []).filter { $0.hasPrefix("zfsprobe") } }
+        #expect(scripts(pyzfs) == ["zfsprobe", "zfsprobe-hello", "zfsprobe-tool"] && scripts(pyzfs) == scripts(pex), "\(pyzfs) \(pex)")
+        func said(_ v: [String: Any], _ key: String) -> String {
+            // pex's scripts start the venv's python3.11 through a shorter link to the venv.
+            (v[key] as? String ?? "\(v[key] ?? "nothing")").replacingOccurrences(of: #"/\S*/bin/python[0-9.]*"#, with: "VENV/bin/python", options: .regularExpression)
+        }
+        #expect(pyzfs["hello"] as? String == "hello ['an argument'] from \(prefix)/bin/python isolated 1 module zfsprobe", "\(pyzfs)")
+        #expect(said(pyzfs, "hello") == said(pex, "hello"), "\(pyzfs) \(pex)")
+        #expect(said(pyzfs, "tool") == "tool ran an argument" && said(pex, "tool") == said(pyzfs, "tool"), "\(pyzfs) \(pex)")
+        #expect(pyzfs["isolated"] as? Int == 1 && pex["isolated"] as? Int == 1 && pyzfs["base_prefix"] as? String == pex["base_prefix"] as? String, "\(pyzfs) \(pex)")
+        #expect(mounted.result.status == 0 && direct.result.status == 0, "\(mounted.result) \(direct.result)")
+        #expect(!direct.written.isEmpty && mounted.written.isEmpty && mounted.writtenInTmp.isEmpty, "\(mounted.written) \(mounted.writtenInTmp)")
     }
 
     @Test("the app's exit status passes through", arguments: ["entry.shiv", "entry.pex"], [0, 1, 255])

@@ -24,6 +24,29 @@ struct CompatibilityTests {
         #expect(WheelTag("nonsense") == nil)
     }
 
+    @Test("an abi3 extension's oldest Python is the lowest cp3X of its wheel's abi3 tags; older interpreters are told, newer ones not")
+    func abi3Minimum() throws {
+        let tags = { (lines: [String]) in lines.compactMap(WheelTag.init) }
+        #expect(Compatibility.abi3Minimum(wheelTags: tags(["cp37-abi3-manylinux_2_17_x86_64"]))! == (3, 7))
+        #expect(Compatibility.abi3Minimum(wheelTags: tags(["cp311-abi3-manylinux_2_17_x86_64", "cp39-abi3-musllinux_1_2_x86_64"]))! == (3, 9))
+        #expect(Compatibility.abi3Minimum(wheelTags: tags(["cp312.cp310-abi3-manylinux2014_x86_64"]))! == (3, 10))
+        #expect(Compatibility.abi3Minimum(wheelTags: tags(["cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"])) == nil)
+        #expect(Compatibility.abi3Minimum(wheelTags: []) == nil)
+
+        var cp310 = cp311
+        cp310.version = "3.10.13"
+        cp310.cacheTag = "cpython-310"
+        cp310.soabi = "cpython-310-x86_64-linux-gnu"
+        let new = tags(["cp311-abi3-manylinux_2_17_x86_64"]), old = tags(["cp37-abi3-manylinux_2_17_x86_64"])
+        #expect(Compatibility.problems(abi3ExtensionOf: old, for: cp310).isEmpty)
+        #expect(Compatibility.problems(abi3ExtensionOf: new, for: cp311).isEmpty)  // exactly its minimum
+        #expect(Compatibility.problems(abi3ExtensionOf: new, for: cp310)
+                == ["an abi3 extension of a wheel tagged cp311-abi3-manylinux_2_17_x86_64: needs Python 3.11+, the interpreter is 3.10"])
+        var pypy = cp310
+        pypy.implementation = "pypy"
+        #expect(Compatibility.problems(abi3ExtensionOf: new, for: pypy).isEmpty)
+    }
+
     @Test("of a project's wheels for several platforms, the one pex would pick: platform, libc kind and level, tag order")
     func preferredWheel() {
         let musl = InterpreterFacts(version: "3.11.7", implementation: "cpython", cacheTag: "cpython-311",
