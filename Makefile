@@ -16,9 +16,9 @@ PYZFS_BIN ?= .build/release/pyzfs
 MANUAL = .build/plugins/GenerateManual/outputs/pyzfs/pyzfs.1
 
 # Debian packages: the libraries pyzfs links, the FUSE tools, and what the tests use.
-DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev zlib1g-dev pkg-config gcc python3
+DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev zlib1g-dev libssl-dev pkg-config gcc python3
 # The pkg-config modules the build links (Package.swift), each with its Debian package.
-PKG_MODULES = fuse3:libfuse3-dev libzip:libzip-dev libdeflate:libdeflate-dev zlib:zlib1g-dev
+PKG_MODULES = fuse3:libfuse3-dev libzip:libzip-dev libdeflate:libdeflate-dev zlib:zlib1g-dev libcrypto:libssl-dev
 
 .PHONY: all build debug test stress demo deps check-deps install install-files uninstall manual bench clean
 
