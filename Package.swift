@@ -50,7 +50,9 @@ let package = Package(
             "PyzfsCore", "PyzfsApps", "PyzfsRun", "PyzfsFUSE", "PyzfsZip",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], plugins: ["PyzfsVersion"]),
+        // BuildVersion for pyzfs --version: VERSION (the one place the version is defined) and the git commit.
+        .plugin(name: "PyzfsVersion", capability: .buildTool()),
 
         // Helpers shared by the test targets: a reference zip writer, fixtures, real mounts.
         .target(name: "PyzfsTestSupport", dependencies: ["PyzfsCore"], path: "Tests/PyzfsTestSupport"),
