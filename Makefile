@@ -12,15 +12,18 @@ ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 UNITDIR = $(DESTDIR)$(PREFIX)/lib/systemd/system
 EXAMPLEDIR = $(DESTDIR)$(PREFIX)/share/doc/pyzfs/examples
+# The version, defined in one place: the VERSION file (pyzfs --version reads it through
+# Plugins/PyzfsVersion, the man page through make manual; packages take $(VERSION)).
+VERSION := $(shell cat $(dir $(lastword $(MAKEFILE_LIST)))VERSION)
 PYZFS_BIN ?= .build/release/pyzfs
 MANUAL = .build/plugins/GenerateManual/outputs/pyzfs/pyzfs.1
 
 # Debian packages: the libraries pyzfs links, the FUSE tools, and what the tests use.
-DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev zlib1g-dev pkg-config gcc python3
+DEB_PACKAGES = libfuse3-dev fuse3 libzip-dev libdeflate-dev zlib1g-dev libssl-dev pkg-config gcc python3
 # The pkg-config modules the build links (Package.swift), each with its Debian package.
-PKG_MODULES = fuse3:libfuse3-dev libzip:libzip-dev libdeflate:libdeflate-dev zlib:zlib1g-dev
+PKG_MODULES = fuse3:libfuse3-dev libzip:libzip-dev libdeflate:libdeflate-dev zlib:zlib1g-dev libcrypto:libssl-dev
 
-.PHONY: all build debug test stress demo deps check-deps install install-files uninstall manual bench clean
+.PHONY: all build debug test stress demo deps check-deps install install-files uninstall manual bench clean version
 
 all: build
 
@@ -156,9 +159,16 @@ uninstall:
 	  $(MAN1DIR)/pyzfs.1 $(BASHDIR)/pyzfs $(ZSHDIR)/_pyzfs $(FISHDIR)/pyzfs.fish $(UNITDIR)/pyzfs@.service
 	rm -rf $(EXAMPLEDIR)
 
-# The man page, generated from the command line's own help (swift-argument-parser's plugin).
+# The man page, generated from the command line's own help (swift-argument-parser's plugin); its
+# footer names this version (mdoc's .Os, which the plugin leaves empty).
 manual:
 	swift package --allow-writing-to-package-directory generate-manual --authors "pyzfs developers" > /dev/null
+	sed -i 's/^\.Os$$/.Os pyzfs $(VERSION)/' $(MANUAL)
+	@grep -qx '.Os pyzfs $(VERSION)' $(MANUAL) || { echo "$(MANUAL) has no .Os line to carry version $(VERSION)" >&2; exit 1; }
+
+# Prints the version (from VERSION), for scripts: make -s version.
+version:
+	@echo $(VERSION)
 
 clean:
 	rm -rf .build

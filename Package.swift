@@ -13,7 +13,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries, each reached from exactly one Swift module.
@@ -21,6 +20,7 @@ let package = Package(
         .systemLibrary(name: "CZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Linux calls Swift's Glibc module lacks (namespaces, SCM_RIGHTS, prctl), for the launcher.
         .target(name: "CLinux"),
 
@@ -30,6 +30,8 @@ let package = Package(
         .target(name: "PyzfsZip", dependencies: ["PyzfsCore", "CZip"]),
         // libdeflate: whole-buffer inflate and CRC-32; zlib: inflate resumable at checkpoints.
         .target(name: "PyzfsInflate", dependencies: ["PyzfsCore", "CDeflate", "CZlib"]),
+        // libcrypto: SHA-256 (the sha256= pin, the extract cache's key); docs/decisions/0006.
+        .target(name: "PyzfsDigest", dependencies: ["CCrypto"]),
         // libfuse3 low-level API.
         .target(name: "PyzfsFUSE", dependencies: [
             "PyzfsCore", "CFuse3", .product(name: "Logging", package: "swift-log"),
@@ -40,8 +42,7 @@ let package = Package(
         // Composing the layers into a server (mount), and pyzfs run: launcher, supervisor, extract
         // cache, scratch-space and namespace decisions.
         .target(name: "PyzfsRun", dependencies: [
-            "PyzfsCore", "PyzfsApps", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "CLinux",
-            .product(name: "Crypto", package: "swift-crypto"),
+            "PyzfsCore", "PyzfsApps", "PyzfsZip", "PyzfsInflate", "PyzfsFUSE", "PyzfsDigest", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The command line only: parse, call the libraries, map failures to exit codes.
@@ -49,7 +50,9 @@ let package = Package(
             "PyzfsCore", "PyzfsApps", "PyzfsRun", "PyzfsFUSE", "PyzfsZip",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], plugins: ["PyzfsVersion"]),
+        // BuildVersion for pyzfs --version: VERSION (the one place the version is defined) and the git commit.
+        .plugin(name: "PyzfsVersion", capability: .buildTool()),
 
         // Helpers shared by the test targets: a reference zip writer, fixtures, real mounts.
         .target(name: "PyzfsTestSupport", dependencies: ["PyzfsCore"], path: "Tests/PyzfsTestSupport"),
@@ -61,6 +64,7 @@ let package = Package(
         ]),
         .testTarget(name: "PyzfsFUSETests", dependencies: ["PyzfsCore", "PyzfsFUSE", "CFuse3", "PyzfsTestSupport"]),
         .testTarget(name: "PyzfsAppsTests", dependencies: ["PyzfsCore", "PyzfsApps", "PyzfsTestSupport"]),
+        .testTarget(name: "PyzfsDigestTests", dependencies: ["PyzfsCore", "PyzfsDigest", "PyzfsRun", "PyzfsTestSupport"]),
         .testTarget(name: "PyzfsRunTests", dependencies: ["PyzfsCore", "PyzfsRun", "PyzfsTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PyzfsCore", "PyzfsTestSupport"]),
     ],

@@ -1,7 +1,7 @@
-import Crypto
 import Logging
 import PyzfsApps
 import PyzfsCore
+import PyzfsDigest
 import PyzfsFUSE
 import PyzfsInflate
 import PyzfsZip
@@ -91,7 +91,7 @@ public func sha256(of file: ArchiveFile) throws(ArchiveError) -> String {
     while offset < file.size {
         let n = try withMutableBytes(&buffer) { (p) throws(ArchiveError) -> Int in try file.read(into: p, at: offset) }
         if n == 0 { break }
-        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         offset += UInt64(n)
     }
     return hex(hasher.finalize())

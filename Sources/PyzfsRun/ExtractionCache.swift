@@ -1,7 +1,7 @@
 import CLinux
-import Crypto
 import PyzfsApps
 import PyzfsCore
+import PyzfsDigest
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -92,12 +92,12 @@ public enum ExtractionCache {
         var hasher = SHA256()
         let index = opened.index
         if let directory = try? opened.file.readExactly(Int(index.centralDirectorySize), at: index.centralDirectoryOffset) {
-            hasher.update(data: directory)
+            hasher.update(directory)
         }
-        withUnsafeBytes(of: opened.file.size.littleEndian) { hasher.update(bufferPointer: $0) }
+        withUnsafeBytes(of: opened.file.size.littleEndian) { hasher.update($0) }
         let fs = opened.filesystem
         let options = fs.tree.options
-        hasher.update(data: Array("symlinks=\(options.symlinks.rawValue) umask=\(options.umask) uid=\(fs.ownership.uid) gid=\(fs.ownership.gid)".utf8))
+        hasher.update(Array("symlinks=\(options.symlinks.rawValue) umask=\(options.umask) uid=\(fs.ownership.uid) gid=\(fs.ownership.gid)".utf8))
         return hex(hasher.finalize()).prefix(40).description
     }
 

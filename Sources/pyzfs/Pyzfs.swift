@@ -7,7 +7,8 @@ import Glibc
 #endif
 
 struct Pyzfs: ParsableCommand {
-    static let version = "0.1.0"
+    /// What --version prints: the version from VERSION and the commit it was built from.
+    static let version = "pyzfs \(BuildVersion.version) (commit \(BuildVersion.commit))"
     static let configuration = CommandConfiguration(
         commandName: "pyzfs",
         abstract: "Mount Python zipapps read-only, so the stock interpreter imports their native extensions in place.",
@@ -16,7 +17,7 @@ struct Pyzfs: ParsableCommand {
         fstab entries of type fuse.pyzfs). A server in the background logs to syslog/journald, \
         or to the file given with -o log=FILE.
         """,
-        version: "pyzfs \(version)",
+        version: version,
         subcommands: [MountCommand.self, UnmountCommand.self, ListCommand.self, StatsCommand.self, RunCommand.self, CacheCommand.self, InspectCommand.self, OptimizeCommand.self],
         defaultSubcommand: MountCommand.self)
 

@@ -20,6 +20,22 @@ struct CLITests {
         }
     }
 
+    @Test("--version prints the version in VERSION and the commit of HEAD: pyzfs 0.1.0 (commit abc1234)")
+    func versionNamesItsSource() throws {
+        let version = try String(contentsOfFile: TestEnvironment.root + "/VERSION", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let head = run(["git", "-C", TestEnvironment.root, "rev-parse", "HEAD"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(head.count == 40, "git rev-parse HEAD in \(TestEnvironment.root): \(head)")
+        let v = run([pyzfs, "--version"])
+        #expect(v.status == 0, "\(v)")
+        let line = v.stdout.trimmingCharacters(in: .newlines)
+        let prefix = "pyzfs \(version) (commit "
+        #expect(line.hasPrefix(prefix) && line.hasSuffix(")"), "\(line)")
+        let commit = line.dropFirst(prefix.count).dropLast()
+        #expect(commit.count >= 7 && head.hasPrefix(commit), "built from \(commit), HEAD is \(head): rebuild after committing")
+    }
+
     /// Runs a mount that must fail; checks the code, the message and that nothing was mounted.
     func refused(_ argv: [String], code: Int32, says: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let before = pyzfsMounts(on: argv)

@@ -40,6 +40,24 @@ struct MakefileTests {
         #expect(calls == "swift build -c release --static-swift-stdlib\n", "\(r)")
     }
 
+    static let version = ((try? String(contentsOfFile: TestEnvironment.root + "/VERSION", encoding: .utf8)) ?? "")
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+    static let manual = TestEnvironment.root + "/.build/plugins/GenerateManual/outputs/pyzfs/pyzfs.1"
+
+    @Test("make -s version prints what VERSION holds, the one place the version is defined")
+    func versionFromOnePlace() throws {
+        #expect(!Self.version.isEmpty)
+        let (r, _) = try make(["-s", "version"])
+        #expect(r.status == 0 && r.stdout == Self.version + "\n", "\(r)")
+    }
+
+    @Test("the man page carries the same version in its footer (mdoc .Os)",
+          .enabled(if: FileManager.default.fileExists(atPath: manual), "no man page: make manual (which make test runs) makes it"))
+    func manualVersion() throws {
+        let page = try String(contentsOfFile: Self.manual, encoding: .utf8)
+        #expect(page.split(separator: "\n").contains(".Os pyzfs \(Self.version)"), "\(page.prefix(300))")
+    }
+
     @Test("make deps installs what is missing")
     func depsInstalls() throws {
         let (r, calls) = try make(["deps"])

@@ -1413,7 +1413,9 @@ def machine_report(bench: Bench, started: datetime.datetime) -> str:
         f"{ram} RAM, kernel {platform.release()}",
         f"- python3: {PYTHON} ({platform.python_version()}); PYTHONDONTWRITEBYTECODE removed from every "
         f"python3's environment (it {was} in the calling one)",
-        f"- pyzfs: {pyzfs_version} at commit {commit}" + (" + uncommitted changes" if dirty else ""),
+        # --version names the commit the binary was built from; HEAD only when that differs.
+        f"- pyzfs: {pyzfs_version}" + ("" if f"(commit {commit})" in pyzfs_version else f" at commit {commit}")
+        + (" + uncommitted changes" if dirty else ""),
         f"- peers: {', '.join(filter(None, [peers] + extractors)) or 'none'}",
         f"- workload: {', '.join(DISTRIBUTIONS)} from this python3's site-packages, timestamp pycs "
         f"({tree_files} files); {bench.art.sizes()}",
