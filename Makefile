@@ -156,9 +156,14 @@ uninstall:
 	  $(MAN1DIR)/pyzfs.1 $(BASHDIR)/pyzfs $(ZSHDIR)/_pyzfs $(FISHDIR)/pyzfs.fish $(UNITDIR)/pyzfs@.service
 	rm -rf $(EXAMPLEDIR)
 
-# The man page, generated from the command line's own help (swift-argument-parser's plugin).
-manual:
-	swift package --allow-writing-to-package-directory generate-manual --authors "pyzfs developers" > /dev/null
+# The man page, generated from the command line's own help by swift-argument-parser's
+# generate-manual, run on the release binary. Not through its plugin (swift package
+# generate-manual): that rebuilds .build/release without --static-swift-stdlib, and make install
+# would then install a pyzfs that needs the toolchain's libraries.
+manual: build
+	swift build -c release --static-swift-stdlib --product generate-manual
+	mkdir -p $(dir $(MANUAL))
+	.build/release/generate-manual .build/release/pyzfs --authors "pyzfs developers" -o $(dir $(MANUAL))
 
 clean:
 	rm -rf .build
