@@ -136,7 +136,8 @@ deps:
 	fi
 
 # The binary, mount(8) helpers in /sbin (where libmount looks), the man page, shell completions,
-# and the systemd units. PREFIX and DESTDIR as usual; SBINDIR=/sbin by default.
+# and the systemd units. PREFIX and DESTDIR as usual; SBINDIR=/sbin by default. The bash
+# completion loses its #! line: bash-completion sources it, nothing runs it.
 install: build manual install-files
 
 install-files:
@@ -146,6 +147,7 @@ install-files:
 	ln -sf $(PREFIX)/bin/pyzfs $(DESTDIR)$(SBINDIR)/mount.pyzfs
 	if [ -f $(MANUAL) ]; then install -m 0644 $(MANUAL) $(MAN1DIR)/pyzfs.1; fi
 	$(PYZFS_BIN) --generate-completion-script bash > $(BASHDIR)/pyzfs
+	sed -i '1{/^#!/d;}' $(BASHDIR)/pyzfs
 	$(PYZFS_BIN) --generate-completion-script zsh > $(ZSHDIR)/_pyzfs
 	$(PYZFS_BIN) --generate-completion-script fish > $(FISHDIR)/pyzfs.fish
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' mount-helpers/pyzfs@.service > $(UNITDIR)/pyzfs@.service
