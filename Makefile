@@ -2,6 +2,8 @@
 # make test and make demo install anything (make and make build only check, with check-deps).
 SWIFT_BIN ?= /opt/swift/usr/bin
 export PATH := $(SWIFT_BIN):$(PATH)
+# The release's version, read from the command line's constant until it has one home.
+VERSION ?= $(shell sed -n 's/.*static let version = "\(.*\)".*/\1/p' Sources/pyzfs/Pyzfs.swift)
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR = $(DESTDIR)$(PREFIX)/bin
@@ -169,3 +171,30 @@ manual: build
 
 clean:
 	rm -rf .build
+
+# --- Debian package (docs/packaging.md) ---
+# make deb: pyzfs_$(VERSION)_ARCH.deb from `make install PREFIX=/usr` into a staging tree, the
+# binary's Depends from dpkg-shlibdeps.
+DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_FILE = pyzfs_$(VERSION)_$(DEB_ARCH).deb
+DEB_ROOT = .build/deb/root
+# Commands make deb runs, each with its Debian package; what package-deps installs.
+DEB_TOOLS = dpkg-deb:dpkg dpkg-shlibdeps:dpkg-dev dpkg-parsechangelog:dpkg-dev strip:binutils objdump:binutils
+DEB_TEST_PACKAGES = dpkg-dev binutils lintian
+.PHONY: deb check-deb-tools package-deps
+
+deb: check-deb-tools build manual
+	rm -rf $(DEB_ROOT) $(DEB_FILE)
+	$(MAKE) --no-print-directory install-files DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr SBINDIR=/sbin \
+	  UNITDIR=$(CURDIR)/$(DEB_ROOT)/lib/systemd/system ZSHDIR=$(CURDIR)/$(DEB_ROOT)/usr/share/zsh/vendor-completions
+	sh packaging/deb/build-deb.sh $(DEB_ROOT) $(VERSION) $(DEB_FILE)
+
+# Says which commands make deb lacks (and their packages) and fails; installs nothing.
+check-deb-tools:
+	@missing=""; for t in $(DEB_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:} (command $${t%%:*}),"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "missing:$${missing%,}; make package-deps installs them" >&2; exit 1; fi
+
+package-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_TEST_PACKAGES)"
