@@ -1,5 +1,5 @@
-# pyzfs — build, test, demo, install. `make deps` installs the Debian packages it needs; only it,
-# make test and make demo install anything (make and make build only check, with check-deps).
+# pyzfs — build, test, demo, install, package. `make deps` installs the Debian packages it needs; only it,
+# make test, make demo and make package-test install anything (make, make build and make deb only check).
 SWIFT_BIN ?= /opt/swift/usr/bin
 export PATH := $(SWIFT_BIN):$(PATH)
 # The release's version, read from the command line's constant until it has one home.
@@ -174,14 +174,16 @@ clean:
 
 # --- Debian package (docs/packaging.md) ---
 # make deb: pyzfs_$(VERSION)_ARCH.deb from `make install PREFIX=/usr` into a staging tree, the
-# binary's Depends from dpkg-shlibdeps.
+# binary's Depends from dpkg-shlibdeps. make package-test: the package's lintian check (no E:)
+# and its install test (Tests/package/deb-install-test.sh: apt-get install on an overlay of /,
+# mount -t fuse.pyzfs, a C extension run, apt-get purge). Only package-test installs anything.
 DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB_FILE = pyzfs_$(VERSION)_$(DEB_ARCH).deb
 DEB_ROOT = .build/deb/root
-# Commands make deb runs, each with its Debian package; what package-deps installs.
+# Commands make deb runs, each with its Debian package; what package-test installs besides DEB_PACKAGES.
 DEB_TOOLS = dpkg-deb:dpkg dpkg-shlibdeps:dpkg-dev dpkg-parsechangelog:dpkg-dev strip:binutils objdump:binutils
 DEB_TEST_PACKAGES = dpkg-dev binutils lintian
-.PHONY: deb check-deb-tools package-deps
+.PHONY: deb check-deb-tools package-deps package-test
 
 deb: check-deb-tools build manual
 	rm -rf $(DEB_ROOT) $(DEB_FILE)
@@ -198,3 +200,8 @@ check-deb-tools:
 
 package-deps:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_TEST_PACKAGES)"
+
+package-test: deps package-deps
+	$(MAKE) --no-print-directory deb
+	lintian --fail-on error --info $(DEB_FILE)
+	sh Tests/package/deb-install-test.sh $(DEB_FILE)
