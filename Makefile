@@ -1,5 +1,5 @@
-# pyzfs — build, test, demo, install. `make deps` installs the Debian packages it needs; only it,
-# make test and make demo install anything (make and make build only check, with check-deps).
+# pyzfs — build, test, demo, install, package. `make deps` installs the Debian packages it needs; only it,
+# make test, make demo and make package-test install anything (make, make build and make deb only check).
 SWIFT_BIN ?= /opt/swift/usr/bin
 export PATH := $(SWIFT_BIN):$(PATH)
 PREFIX ?= /usr/local
@@ -139,7 +139,8 @@ deps:
 	fi
 
 # The binary, mount(8) helpers in /sbin (where libmount looks), the man page, shell completions,
-# and the systemd units. PREFIX and DESTDIR as usual; SBINDIR=/sbin by default.
+# and the systemd units. PREFIX and DESTDIR as usual; SBINDIR=/sbin by default. The bash
+# completion loses its #! line: bash-completion sources it, nothing runs it.
 install: build manual install-files
 
 install-files:
@@ -149,6 +150,7 @@ install-files:
 	ln -sf $(PREFIX)/bin/pyzfs $(DESTDIR)$(SBINDIR)/mount.pyzfs
 	if [ -f $(MANUAL) ]; then install -m 0644 $(MANUAL) $(MAN1DIR)/pyzfs.1; fi
 	$(PYZFS_BIN) --generate-completion-script bash > $(BASHDIR)/pyzfs
+	sed -i '1{/^#!/d;}' $(BASHDIR)/pyzfs
 	$(PYZFS_BIN) --generate-completion-script zsh > $(ZSHDIR)/_pyzfs
 	$(PYZFS_BIN) --generate-completion-script fish > $(FISHDIR)/pyzfs.fish
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' mount-helpers/pyzfs@.service > $(UNITDIR)/pyzfs@.service
@@ -159,10 +161,15 @@ uninstall:
 	  $(MAN1DIR)/pyzfs.1 $(BASHDIR)/pyzfs $(ZSHDIR)/_pyzfs $(FISHDIR)/pyzfs.fish $(UNITDIR)/pyzfs@.service
 	rm -rf $(EXAMPLEDIR)
 
-# The man page, generated from the command line's own help (swift-argument-parser's plugin); its
-# footer names this version (mdoc's .Os, which the plugin leaves empty).
-manual:
-	swift package --allow-writing-to-package-directory generate-manual --authors "pyzfs developers" > /dev/null
+# The man page, generated from the command line's own help by swift-argument-parser's
+# generate-manual, run on the release binary. Not through its plugin (swift package
+# generate-manual): that rebuilds .build/release without --static-swift-stdlib, and make install
+# would then install a pyzfs that needs the toolchain's libraries. Its footer names this version
+# (mdoc's .Os, which generate-manual leaves empty).
+manual: build
+	swift build -c release --static-swift-stdlib --product generate-manual
+	mkdir -p $(dir $(MANUAL))
+	.build/release/generate-manual .build/release/pyzfs --authors "pyzfs developers" -o $(dir $(MANUAL))
 	sed -i 's/^\.Os$$/.Os pyzfs $(VERSION)/' $(MANUAL)
 	@grep -qx '.Os pyzfs $(VERSION)' $(MANUAL) || { echo "$(MANUAL) has no .Os line to carry version $(VERSION)" >&2; exit 1; }
 
@@ -172,3 +179,37 @@ version:
 
 clean:
 	rm -rf .build
+
+# --- Debian package (docs/packaging.md) ---
+# make deb: pyzfs_$(VERSION)_ARCH.deb from `make install PREFIX=/usr` into a staging tree, the
+# binary's Depends from dpkg-shlibdeps. make package-test: the package's lintian check (no E:)
+# and its install test (Tests/package/deb-install-test.sh: apt-get install on an overlay of /,
+# mount -t fuse.pyzfs, a C extension run, apt-get purge). Only package-test installs anything.
+DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_FILE = pyzfs_$(VERSION)_$(DEB_ARCH).deb
+DEB_ROOT = .build/deb/root
+# Commands make deb runs, each with its Debian package; what package-test installs besides DEB_PACKAGES.
+DEB_TOOLS = dpkg-deb:dpkg dpkg-shlibdeps:dpkg-dev dpkg-parsechangelog:dpkg-dev strip:binutils objdump:binutils
+DEB_TEST_PACKAGES = dpkg-dev binutils lintian
+.PHONY: deb check-deb-tools package-deps package-test
+
+deb: check-deb-tools build manual
+	rm -rf $(DEB_ROOT) $(DEB_FILE)
+	$(MAKE) --no-print-directory install-files DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr SBINDIR=/sbin \
+	  UNITDIR=$(CURDIR)/$(DEB_ROOT)/lib/systemd/system ZSHDIR=$(CURDIR)/$(DEB_ROOT)/usr/share/zsh/vendor-completions
+	sh packaging/deb/build-deb.sh $(DEB_ROOT) $(VERSION) $(DEB_FILE)
+
+# Says which commands make deb lacks (and their packages) and fails; installs nothing.
+check-deb-tools:
+	@missing=""; for t in $(DEB_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:} (command $${t%%:*}),"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "missing:$${missing%,}; make package-deps installs them" >&2; exit 1; fi
+
+package-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_TEST_PACKAGES)"
+
+package-test: deps package-deps
+	$(MAKE) --no-print-directory deb
+	lintian --fail-on error --info $(DEB_FILE)
+	sh Tests/package/deb-install-test.sh $(DEB_FILE)
