@@ -75,7 +75,7 @@ if check_binary venv "$WORK/venv/bin/pyzfs"; then hidden_run venv "$WORK/venv/bi
 
 echo "== pip install --user (HOME=$WORK/home)"
 mkdir "$WORK/home"
-HOME="$WORK/home" PYTHONUSERBASE="$WORK/home/.local" $PY -m pip install -q --user --no-index \
+HOME="$WORK/home" PYTHONUSERBASE="$WORK/home/.local" $PY -m pip install -q --user --no-index --root-user-action=ignore \
     --disable-pip-version-check --no-warn-script-location "$WHEEL"
 if check_binary user "$WORK/home/.local/bin/pyzfs"; then hidden_run user "$WORK/home/.local/bin/pyzfs"; fi
 
