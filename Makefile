@@ -213,3 +213,68 @@ package-test: deps package-deps
 	$(MAKE) --no-print-directory deb
 	lintian --fail-on error --info $(DEB_FILE)
 	sh Tests/package/deb-install-test.sh $(DEB_FILE)
+
+# ---- wheel: make wheel, make wheel-test (docs/decisions/0008-wheel.md) ----
+WHEEL_DIR = .build/wheel
+WHEEL_TOOLS = $(WHEEL_DIR)/tools
+# Debian packages for the wheel beyond DEB_PACKAGES: dpkg-source (libzip's source package), libbz2.a.
+# The tools venv: CMake, auditwheel, pipx (packaging/wheel/requirements.txt), and in wheels/ the
+# pip that pipx's shared venv upgrades to, so that the test installs with --no-index.
+WHEEL_DEB_PACKAGES = dpkg-dev libbz2-dev python3-venv
+# The libraries linked statically into the wheel's pyzfs, one a line: NAME=ARCHIVE. Each is linked
+# in as $(WHEEL_DIR)/static/libNAME.a: the wheel's build reads the pkg-config modules of
+# PKG_MODULES from $(WHEEL_DIR)/pkgconfig, copies of the system's whose libdir is that directory,
+# so every -L the manifest's modules give names it, the -lNAME flags find these archives, and what
+# has none there (zlib) is the system's shared library. $(WHEEL_LINK_DEPS): archives one of them
+# needs that no module names (libzip.a's bzip2), linked after them.
+LIBDIR = /usr/lib/x86_64-linux-gnu
+WHEEL_STATIC_LIBS = \
+  fuse3=$(LIBDIR)/libfuse3.a \
+  deflate=$(LIBDIR)/libdeflate.a \
+  bz2=$(LIBDIR)/libbz2.a \
+  crypto=$(LIBDIR)/libcrypto.a \
+  zip=$(WHEEL_DIR)/libzip/lib/libzip.a
+WHEEL_LINK_DEPS = bz2
+# What the test hides from the installed pyzfs: the static libraries' shared forms, and libssl,
+# which Debian's libzip.so links.
+WHEEL_HIDDEN = $(foreach l,$(WHEEL_STATIC_LIBS),$(firstword $(subst =, ,$(l)))) ssl
+
+.PHONY: wheel wheel-test package-test wheel-deps
+package-test: wheel-test
+
+wheel-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(WHEEL_DEB_PACKAGES)"
+
+$(WHEEL_TOOLS)/bin/auditwheel: packaging/wheel/requirements.txt
+	rm -rf $(WHEEL_TOOLS) && python3 -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/pip install -q --disable-pip-version-check -r packaging/wheel/requirements.txt
+	$(WHEEL_TOOLS)/bin/pip download -q --disable-pip-version-check --only-binary :all: -d $(WHEEL_TOOLS)/wheels pip
+
+# The wheel's pyzfs is a release build of its own (scratch path $(WHEEL_DIR)/swift: the module
+# flags differ from .build/release's, and neither build undoes the other). auditwheel show names
+# the manylinux tag the binary allows; the wheel is written with linux_x86_64 for it to read, then
+# with that tag. No auditwheel repair: decision 0008.
+wheel: wheel-deps manual $(WHEEL_TOOLS)/bin/auditwheel
+	sh packaging/wheel/build-libzip.sh $(WHEEL_DIR) $(CURDIR)/$(WHEEL_TOOLS)/bin/cmake
+	rm -rf $(WHEEL_DIR)/static $(WHEEL_DIR)/pkgconfig $(WHEEL_DIR)/dist $(WHEEL_DIR)/plain
+	mkdir -p $(WHEEL_DIR)/static $(WHEEL_DIR)/pkgconfig
+	@for l in $(WHEEL_STATIC_LIBS); do ln -s $$(realpath $${l#*=}) $(WHEEL_DIR)/static/lib$${l%%=*}.a; done
+	@for m in $(PKG_MODULES); do m=$${m%%:*}; \
+	  sed 's|^libdir=.*|libdir=$(CURDIR)/$(WHEEL_DIR)/static|; s|^sharedlibdir=.*|sharedlibdir=$(CURDIR)/$(WHEEL_DIR)/static|' \
+	    "$$(pkg-config --variable=pcfiledir $$m)/$$m.pc" > $(WHEEL_DIR)/pkgconfig/$$m.pc; done
+	rm -f $(WHEEL_DIR)/swift/release/pyzfs
+	PKG_CONFIG_PATH=$(CURDIR)/$(WHEEL_DIR)/pkgconfig swift build -c release --static-swift-stdlib \
+	  --scratch-path $(WHEEL_DIR)/swift --product pyzfs $(foreach l,$(WHEEL_LINK_DEPS),-Xlinker -l$(l))
+	cp $(WHEEL_DIR)/swift/release/pyzfs $(WHEEL_DIR)/pyzfs && strip $(WHEEL_DIR)/pyzfs
+	python3 packaging/wheel/make_wheel.py --binary $(WHEEL_DIR)/pyzfs --version $(VERSION) \
+	  --manual $(MANUAL) --tag linux_x86_64 --out $(WHEEL_DIR)/plain
+	$(WHEEL_TOOLS)/bin/auditwheel show $(WHEEL_DIR)/plain/*.whl | tee $(WHEEL_DIR)/auditwheel.txt
+	tag=$$(tr '\n' ' ' < $(WHEEL_DIR)/auditwheel.txt | sed -n 's/.*following platform tag: *"\([a-z0-9_]*\)".*/\1/p'); \
+	  test -n "$$tag" || { echo "auditwheel show named no platform tag" >&2; exit 1; }; \
+	  python3 packaging/wheel/make_wheel.py --binary $(WHEEL_DIR)/pyzfs --version $(VERSION) \
+	    --manual $(MANUAL) --tag $$tag --out $(WHEEL_DIR)/dist
+	rm -rf $(WHEEL_DIR)/plain
+	@ls -l $(WHEEL_DIR)/dist/*.whl
+
+wheel-test: wheel
+	sh packaging/wheel/wheel-test.sh $(WHEEL_DIR)/dist/*.whl $(WHEEL_TOOLS) "$(WHEEL_HIDDEN)"
