@@ -5,7 +5,10 @@
 set -u
 cd "$(dirname "$0")/.."
 loops=""
-trap 'for p in $loops; do kill "$p" 2>/dev/null; done' EXIT INT TERM
+trap 'for p in $loops; do kill "$p" 2>/dev/null; done' EXIT
+# A trap that does not exit would let the loop below start the next run.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 n=0
 while [ "$n" -lt "${PYZFS_LOAD_LOOPS:-2}" ]; do
   n=$((n + 1))

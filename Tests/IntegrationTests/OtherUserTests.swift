@@ -251,9 +251,10 @@ struct OtherUserTests {
         // The app is copied out of /tmp, which is then empty and read-only.
         let script = """
         mount --bind "$1/fuse" /dev/fuse && mount -t tmpfs none /mnt && cp "$1/app.pyz" /mnt/app.pyz && \(emptyReadOnlyTmp) || exit 90
+        \(countPyzfsMounts)
         \(user) "$2" run /mnt/app.pyz -- scratch; echo "namespace $?"
         \(user) "$2" run --no-namespace /mnt/app.pyz -- scratch; echo "no-namespace $?"
-        echo "left $(grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo)"
+        echo "left $(pyzfs_mounts)"
         """
         let r = run(inPrivateNamespace(script, [dir, TestEnvironment.binary], pidNamespace: true), timeout: 120)
         let lines = r.stdout.split(separator: "\n").map(String.init)

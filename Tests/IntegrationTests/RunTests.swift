@@ -461,10 +461,12 @@ struct RunTests {
         // As PID 1 of a new PID namespace, as a container's entrypoint is.
         let start = (asInit ? "unshare --pid --fork --kill-child --mount-proc " : "") + "\"$1\" run"
         // The app is copied out of /tmp, which is then empty and read-only; `left` counts the
-        // pyzfs mounts in this namespace and the entries written in TMPDIR.
+        // pyzfs mounts in this namespace beyond those it was made with (other tests' mounts,
+        // copied in by unshare), and the entries written in TMPDIR.
         let script = """
         mount -t tmpfs none /mnt && cp "$2" /mnt/app.pyz && \(emptyReadOnlyTmp) || exit 90
-        left() { echo "left $(grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo) $(ls -A /tmp/d 2>/dev/null | wc -l)"; }
+        \(countPyzfsMounts)
+        left() { echo "left $(pyzfs_mounts) $(ls -A /tmp/d 2>/dev/null | wc -l)"; }
         \(start) /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
         \(start) --no-namespace /mnt/app.pyz -- scratch \(tag); echo "status $?"; left
         mount -o remount,rw /tmp && mkdir /tmp/d /tmp/f && touch /tmp/f/kept && mount -o remount,ro /tmp || exit 91

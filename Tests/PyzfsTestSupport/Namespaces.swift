@@ -15,3 +15,13 @@ public let hideFUSE = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3"
 /// Shell commands that give this mount namespace an empty, read-only /tmp, as `docker run
 /// --read-only` does; the test's own files under /tmp are hidden from then on.
 public let emptyReadOnlyTmp = "mount -t tmpfs -o mode=1777 none /tmp && mount -o remount,ro /tmp"
+
+/// Shell commands that define `pyzfs_mounts`: how many pyzfs mounts (and pyzfs run's tmpfs
+/// mounts) this namespace has beyond those it was made with. unshare copies every mount of the
+/// moment, other tests' running mounts included, and with private propagation those copies
+/// stay: only the difference is the script's own.
+public let countPyzfsMounts = """
+pyzfs_count() { grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo; }
+pyzfs_base=$(pyzfs_count)
+pyzfs_mounts() { echo $(( $(pyzfs_count) - pyzfs_base )); }
+"""
