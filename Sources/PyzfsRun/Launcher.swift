@@ -59,9 +59,8 @@ public struct Launcher {
         // The app's command (shiv and pex metadata read and checked) before anything is mounted.
         let layout = try AppLayout(opened, archive: archive, interpreter: try Interpreter.resolve(python: python, opened: opened),
                                    arguments: arguments)
-        let interpreter = layout.interpreter
-        let check = StartCheck.begin(interpreter, opened: opened)
-        launchWarm(opened, options: options, layout: layout, check: check)
+        launchWarm(opened, options: options, layout: layout)
+        let check = StartCheck.begin(layout.interpreter, opened: opened)
 
         var refusal: MountFailure? = nil
         if useNamespace {
@@ -375,21 +374,31 @@ public struct Launcher {
     /// then mounts afresh as without warm servers. Nothing is kept as PID 1 (the container's
     /// end would kill the server), with allow_other (others could reach it) or for a `--venv`
     /// pex (each run writes its venv beside the mount).
-    private func launchWarm(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout, check: (() -> InterpreterFacts?)?) {
+    ///
+    /// The interpreter is part of the key: the extensions' check (`StartCheck`) runs when a
+    /// server starts, and a later run of the same interpreter skips it (the check's probe of the
+    /// interpreter costs a process start).
+    private func launchWarm(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout) {
         guard keep > 0, getpid() != 1, !layout.writesVenv, !options.libfuse.contains("allow_other"),
               let dir = WarmServers.directory(),
-              let key = WarmServers.key(archive: opened.file.fd, optionGroups: optionGroups, mountDirectoryName: layout.mountDirectoryName)
+              let key = WarmServers.key(archive: opened.file.fd, optionGroups: optionGroups, mountDirectoryName: layout.mountDirectoryName,
+                                        interpreter: layout.interpreter.path)
         else { return }
         let lockPath = dir + "/" + key + ".lock", socketPath = dir + "/" + key + ".sock"
         let mountpoint: String
+        var check: (() -> InterpreterFacts?)? = nil
         do {
             guard let lock = WarmLock(lockPath, wait: true) else { return }
             if let attached = WarmServers.attach(socketPath) {
                 mountpoint = attached
             } else {
-                clearStale(dir: dir, key: key, socketPath: socketPath)
+                check = StartCheck.begin(layout.interpreter, opened: opened)
+                WarmServers.clearStale(dir: dir, key: key)
                 guard let started = startWarmServer(opened, options: options, layout: layout, dir: dir, key: key, lockPath: lockPath,
-                                                    socketPath: socketPath) else { return }
+                                                    socketPath: socketPath) else {
+                    _ = check?()  // its probe reaped; the fresh mount checks and warns
+                    return
+                }
                 mountpoint = started
             }
             _ = consume lock
@@ -411,22 +420,6 @@ public struct Launcher {
         }
         // This process stays attached until the app and every process it started have exited.
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: none)
-    }
-
-    /// Clears what a dead server of `key` left: its socket, and its mounts ("Transport endpoint
-    /// is not connected") and directories. Called holding the key's lock.
-    private func clearStale(dir: String, key: String, socketPath: String) {
-        unlink(socketPath)
-        let prefix = dir + "/" + key + "-"
-        for m in MountTable.current() where m.isPyzfs && m.mountPoint.hasPrefix(prefix) && isDeadMount(m.mountPoint) {
-            Fusermount.detach(m.mountPoint)
-            log.info("cleared the dead warm mount on \(m.mountPoint)")
-        }
-        for name in directoryNames(dir) ?? [] where name.hasPrefix(key + "-") {
-            // Only empty directories go (rmdir): a live mount point is busy.
-            for inner in directoryNames(dir + "/" + name) ?? [] { rmdir(dir + "/" + name + "/" + inner) }
-            rmdir(dir + "/" + name)
-        }
     }
 
     /// Mounts in the caller's namespace under `dir` and forks the warm server, attached to

@@ -65,16 +65,18 @@ public enum WarmServers {
         return dir
     }
 
-    /// The key of a warm server for the archive open as `fd`, `options` and the mount
-    /// directory name; nil when the archive or this binary cannot be stat'ed.
-    static func key(archive fd: Int32, optionGroups: [String], mountDirectoryName: String?) -> String? {
-        var a = stat(), exe = stat()
-        guard fstat(fd, &a) == 0, stat("/proc/self/exe", &exe) == 0 else { return nil }
+    /// The key of a warm server for the archive open as `fd`, `options`, the mount directory
+    /// name and the interpreter; nil when the archive, this binary or the interpreter cannot
+    /// be stat'ed.
+    static func key(archive fd: Int32, optionGroups: [String], mountDirectoryName: String?, interpreter: String) -> String? {
+        var a = stat(), exe = stat(), python = stat()
+        guard fstat(fd, &a) == 0, stat("/proc/self/exe", &exe) == 0, stat(interpreter, &python) == 0 else { return nil }
         func identity(_ s: stat, times: Bool) -> String {
             "\(s.st_dev) \(s.st_ino) \(s.st_size) \(s.st_mtim.tv_sec).\(s.st_mtim.tv_nsec)"
                 + (times ? " \(s.st_ctim.tv_sec).\(s.st_ctim.tv_nsec)" : "")
         }
         let lines = ["uid \(geteuid())", "archive \(identity(a, times: true))", "pyzfs \(identity(exe, times: false))",
+                     "interpreter \(interpreter) \(identity(python, times: false))",
                      "name \(mountDirectoryName ?? "-")"] + optionGroups.map { "option \($0)" }
         var sha = SHA256()
         sha.update(Array(lines.joined(separator: "\n").utf8))
@@ -104,6 +106,48 @@ public enum WarmServers {
         let mountpoint = String(decoding: readAll(s), as: UTF8.self)
         guard !mountpoint.isEmpty, isLiveMount(mountpoint) else { return nil }
         return mountpoint
+    }
+
+    /// Clears what a dead server of `key` left in `dir`: its socket, its mounts ("Transport
+    /// endpoint is not connected") and its empty directories. Called holding the key's lock.
+    static func clearStale(dir: String, key: String) {
+        unlink(dir + "/" + key + ".sock")
+        let prefix = dir + "/" + key + "-"
+        for m in MountTable.current() where m.isPyzfs && m.mountPoint.hasPrefix(prefix) && isDeadMount(m.mountPoint) {
+            Fusermount.detach(m.mountPoint)
+            log.info("cleared the dead warm mount on \(m.mountPoint)")
+        }
+        for name in directoryNames(dir) ?? [] where name.hasPrefix(key + "-") {
+            // Only empty directories go (rmdir): a live mount point is busy.
+            for inner in directoryNames(dir + "/" + name) ?? [] { rmdir(dir + "/" + name + "/" + inner) }
+            rmdir(dir + "/" + name)
+        }
+    }
+
+    /// `pyzfs unmount --warm`: detaches every warm mount of this user (each server exits once
+    /// no app still running uses its mount), and clears what servers that were killed left.
+    public static func endAll() throws(Failure) {
+        for point in mounts() { try unmount(point, lazy: true, quiet: true) }
+        guard let dir = directory(create: false) else { return }
+        // Keys with a socket, a lock or a mount directory (KEY.sock, KEY.lock, KEY-XXXXXX).
+        let keys = Set((directoryNames(dir) ?? []).compactMap { name -> String? in
+            let key = name.prefix(32)
+            return key.count == 32 && key.allSatisfy(\.isHexDigit) ? String(key) : nil
+        })
+        for key in keys {
+            guard let lock = WarmLock(dir + "/" + key + ".lock", wait: true) else { continue }
+            if attachable(dir + "/" + key + ".sock") { continue }  // started since: not ours to end
+            clearStale(dir: dir, key: key)
+            unlink(dir + "/" + key + ".lock")
+            _ = consume lock
+        }
+    }
+
+    /// Whether a server listens on `socketPath` (a connection is refused where none does).
+    static func attachable(_ socketPath: String) -> Bool {
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { if s >= 0 { close(s) } }
+        return s >= 0 && connect(s, unixAddress(socketPath))
     }
 
     /// The mount points of this user's warm servers.

@@ -29,6 +29,6 @@ struct UnmountCommand: ParsableCommand {
 
     func run() throws {
         if let mountpoint { return try unmount(mountpoint, lazy: lazy) }
-        for point in WarmServers.mounts() { try unmount(point, lazy: true, quiet: true) }
+        try WarmServers.endAll()
     }
 }

@@ -103,6 +103,37 @@ struct WarmTests {
         #expect(after - middle <= stats + 1, "a later start made \(after - middle) requests, a warm start \(stats)")
     }
 
+    @Test("an archive without pycs compiles each module once per warm server (with bytecode writing allowed), every time without")
+    func bytecodeOncePerServer() throws {
+        let dir = makeTemporaryDirectory("warm")
+        defer { removeTree(dir) }
+        let source = dir + "/src"
+        try FileManager.default.createDirectory(atPath: source + "/wpkg", withIntermediateDirectories: true)
+        for i in 0..<5 { try "X = \(i)\n".write(toFile: source + "/wpkg/m\(i).py", atomically: true, encoding: .utf8) }
+        try "".write(toFile: source + "/wpkg/__init__.py", atomically: true, encoding: .utf8)
+        try """
+        import os, sys
+        mount = os.environ["PYZFS_MOUNT"]
+        compiled = []
+        sys.addaudithook(lambda event, args: compiled.append(args[1]) if event == "compile" and str(args[1]).startswith(mount + "/wpkg") else None)
+        import wpkg.m0, wpkg.m1, wpkg.m2, wpkg.m3, wpkg.m4
+        print("compiled", len(compiled))
+        """.write(toFile: source + "/__main__.py", atomically: true, encoding: .utf8)
+        let app = dir + "/app.pyz"
+        #expect(run(["python3", "-m", "zipapp", source, "-p", "/usr/bin/python3", "-o", app]).status == 0)
+        defer { end(app) }
+        func compiled(writing: Bool) -> String {
+            let r = run(["env"] + (writing ? ["-u", "PYTHONDONTWRITEBYTECODE"] : ["PYTHONDONTWRITEBYTECODE=1"]) + [pyzfs, "run", "--keep=60", app])
+            return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(compiled(writing: true) == "compiled 6", "the first start compiles the package and its 5 modules")
+        #expect(compiled(writing: true) == "compiled 0", "a later start loads the bytecode the first one wrote")
+        #expect(compiled(writing: true) == "compiled 0")
+        end(app)
+        #expect(compiled(writing: false) == "compiled 6")
+        #expect(compiled(writing: false) == "compiled 6", "PYTHONDONTWRITEBYTECODE: every start compiles (docs/deployment.md)")
+    }
+
     @Test("exit status, death by signal and pid are the app's on first and later starts", arguments: [false, true])
     func statusAndSignals(noNamespace: Bool) throws {
         let dir = makeTemporaryDirectory("warm")
@@ -279,7 +310,14 @@ struct WarmTests {
         let r = run([pyzfs, "unmount", "--warm"])
         #expect(r.status == 0, "\(r)")
         #expect(eventually { mounts(of: one).isEmpty && mounts(of: two).isEmpty })
-        #expect(eventually { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/pyzfs")) ?? []).allSatisfy { !$0.hasSuffix(".sock") } })
+        // Even what a killed server left (its socket, lock and directory) goes.
+        let killed = start(one)
+        let pid = try #require(serverPid(killed.mount))
+        #expect(kill(pid, SIGKILL) == 0)
+        #expect(eventually { run(["stat", killed.mount]).stderr.contains("not connected") })
+        #expect(run([pyzfs, "unmount", "--warm"]).status == 0)
+        #expect(eventually { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/pyzfs")) ?? []).isEmpty },
+                "left: \((try? FileManager.default.contentsOfDirectory(atPath: "/run/pyzfs")) ?? [])")
         #expect(run([pyzfs, "unmount", "--warm", "/x"]).status == 64)
     }
 }
