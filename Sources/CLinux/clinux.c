@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
+#include <sys/signalfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -122,4 +123,14 @@ long pyzfs_peer_uid(int socket) {
 int pyzfs_is_live_fuse(const char *path) {
     struct statfs fs;
     return statfs(path, &fs) == 0 && fs.f_type == 0x65735546;  // FUSE_SUPER_MAGIC
+}
+
+int pyzfs_termination_signalfd(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    return signalfd(-1, &set, SFD_CLOEXEC);
 }

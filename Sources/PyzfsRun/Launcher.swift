@@ -379,7 +379,10 @@ public struct Launcher {
     /// server starts, and a later run of the same interpreter skips it (the check's probe of the
     /// interpreter costs a process start).
     private func launchWarm(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout) {
-        guard keep > 0, getpid() != 1, !layout.writesVenv, !options.libfuse.contains("allow_other"),
+        // Under a pin, nothing writable outlives a run: the bytecode overlay of a warm mount
+        // would take pycs from any process of this user and give them to every later run.
+        let sharesWrites = options.sha256 != nil && opened.filesystem.overlay != nil
+        guard keep > 0, getpid() != 1, !layout.writesVenv, !options.libfuse.contains("allow_other"), !sharesWrites,
               let dir = WarmServers.directory(),
               let key = WarmServers.key(archive: opened.file.fd, optionGroups: optionGroups, mountDirectoryName: layout.mountDirectoryName,
                                         interpreter: layout.interpreter.path)
@@ -389,13 +392,17 @@ public struct Launcher {
         var check: (() -> InterpreterFacts?)? = nil
         do {
             guard let lock = WarmLock(lockPath, wait: true) else { return }
-            if let attached = WarmServers.attach(socketPath) {
+            switch WarmServers.attach(socketPath) {
+            case let .attached(attached):
                 mountpoint = attached
-            } else {
+            case .failed:
+                return
+            case .none:
                 check = StartCheck.begin(layout.interpreter, opened: opened)
                 WarmServers.clearStale(dir: dir, key: key)
                 guard let started = startWarmServer(opened, options: options, layout: layout, dir: dir, key: key, lockPath: lockPath,
                                                     socketPath: socketPath) else {
+                    unlink(lockPath)  // no server: no lock file left behind (takers check its inode)
                     _ = check?()  // its probe reaped; the fresh mount checks and warns
                     return
                 }
@@ -408,8 +415,11 @@ public struct Launcher {
         if useNamespace {
             // As on a fresh mount, the app runs in a private mount namespace; its copy of the
             // warm mount serves it and its processes for as long as they live.
-            var entered = true
-            do { try Self.unshareNamespace() } catch { entered = false }
+            // A user's namespace is tried in a throwaway child first: where unshare(2) works but
+            // the user cannot be mapped into it (an LSM refusing), the app runs supervised in
+            // the caller's namespace instead of failing.
+            var entered = geteuid() == 0 || Self.namespaceWorks()
+            if entered { do { try Self.unshareNamespace() } catch { entered = false } }
             if entered {
                 do { try Self.prepareNamespace() } catch {
                     writeAll(2, "pyzfs: cannot run \(opened.path) in a private namespace: \(error.explanation)\n")
@@ -420,6 +430,20 @@ public struct Launcher {
         }
         // This process stays attached until the app and every process it started have exited.
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: none)
+    }
+
+    /// Whether `unshareNamespace` and `prepareNamespace` work here, tried in a child.
+    private static func namespaceWorks() -> Bool {
+        let child = fork()
+        if child == 0 {
+            do {
+                try unshareNamespace()
+                try prepareNamespace()
+            } catch { _exit(1) }
+            _exit(0)
+        }
+        guard child > 0, let status = WaitStatus.wait(for: child) else { return false }
+        return status.shellCode == 0
     }
 
     /// Mounts in the caller's namespace under `dir` and forks the warm server, attached to
@@ -437,9 +461,20 @@ public struct Launcher {
         }
         let directory = MountDirectory(made: made)
         let mountpoint = directory.path
+        // Held by the server for its life: WarmServers.clearStale leaves the directory of a
+        // locked `KEY-XXXXXX.alive` alone.
+        let directoryLock = open(outer + WarmServers.aliveSuffix, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard directoryLock >= 0, flock(directoryLock, LOCK_EX | LOCK_NB) == 0 else {
+            if directoryLock >= 0 { close(directoryLock) }
+            unlink(outer + WarmServers.aliveSuffix)
+            directory.remove()
+            return nil
+        }
         let server: Server
         do { server = try mountInCallersNamespace(opened, options: options, on: mountpoint) } catch {
             log.debug("no warm server for \(opened.path): \(error.explanation)")
+            close(directoryLock)
+            unlink(outer + WarmServers.aliveSuffix)
             directory.remove()
             return nil
         }
@@ -451,9 +486,10 @@ public struct Launcher {
         let callerError = fcntl(2, F_DUPFD_CLOEXEC, 3)
         var ready: [Int32] = [-1, -1]
         func abandon() -> String? {
-            for fd in [listener, pidfd, callerError, ready[0], ready[1], server.fd] where fd >= 0 { close(fd) }
+            for fd in [listener, pidfd, callerError, directoryLock, ready[0], ready[1], server.fd] where fd >= 0 { close(fd) }
+            unlink(outer + WarmServers.aliveSuffix)
             Fusermount.detach(mountpoint)
-            unlink(socketPath)
+            if listener >= 0 { unlink(socketPath) }  // bound here, under the key's lock
             directory.remove()
             return nil
         }
@@ -463,26 +499,35 @@ public struct Launcher {
         if first == 0 {
             if fork() != 0 { _exit(0) }
             close(ready[0])
-            detachFromCaller(keeping: [listener, ready[1], opened.file.fd, server.fd, pidfd, callerError], logFD: openLogFile(options))
+            detachFromCaller(keeping: [listener, ready[1], opened.file.fd, server.fd, pidfd, callerError, directoryLock],
+                             logFD: openLogFile(options))
             // Before the first thread: unmounting at the end needs CAP_SYS_ADMIN as root.
             Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
-            let keeper = WarmKeeper(listener: listener, socketPath: socketPath, lockPath: lockPath, mountpoint: mountpoint, keep: keep)
+            // SIGTERM, SIGINT or SIGHUP (systemd stopping a unit, docker stop of a shell's
+            // container) end the server once no run is attached: blocked in every thread, read
+            // by the keeper. (Server.run then sets SIG_IGN, but Linux queues a blocked signal
+            // whatever its action.)
+            let signals = pyzfs_termination_signalfd()
+            let keeper = WarmKeeper(listener: listener, socketPath: socketPath, lockPath: lockPath, mountpoint: mountpoint, keep: keep,
+                                    signals: signals)
             keeper.start(first: (pidfd, callerError))
             let readyFD = ready[1]
             _ = server.run(onReady: { signalReady(readyFD) })
             keeper.finish()
             directory.remove()
+            unlink(outer + WarmServers.aliveSuffix)
             log.info("warm server of \(opened.path) ended; removed \(mountpoint)")
             _exit(0)
         }
         var status: Int32 = 0
         waitpid(first, &status, 0)
-        for fd in [listener, pidfd, callerError, ready[1], server.fd] { close(fd) }
+        for fd in [listener, pidfd, callerError, directoryLock, ready[1], server.fd] { close(fd) }
         let usable = waitForReady(ready[0])
         close(ready[0])
         if !usable {
             Fusermount.detach(mountpoint)
             directory.remove()
+            unlink(outer + WarmServers.aliveSuffix)
             return nil
         }
         return mountpoint

@@ -168,7 +168,7 @@ func checkMountPoint(_ path: String) throws(Failure) -> String {
 }
 
 /// Whether the mount at `path` has lost its server ("Transport endpoint is not connected").
-func isDeadMount(_ path: String) -> Bool {
+public func isDeadMount(_ path: String) -> Bool {
     var st = statvfs()
     return statvfs(path, &st) != 0 && errno == ENOTCONN
 }

@@ -88,24 +88,40 @@ public enum WarmServers {
         pyzfs_is_live_fuse(path) == 1
     }
 
+    /// What asking a warm server gave.
+    enum Attachment {
+        /// Attached: the mount point.
+        case attached(String)
+        /// No server listens (connection refused, no socket), or it answered with a mount
+        /// whose server is gone: what it left may be cleared.
+        case none
+        /// Something else went wrong (no descriptors, a server too slow to answer): nothing
+        /// is touched, and the run mounts afresh.
+        case failed
+    }
+
     /// Attaches this process to the warm server listening on `socketPath`: sends it this
     /// process's pidfd (the run stays attached until it exits, across its exec) and stderr
     /// (for the server's warnings while it runs).
-    /// - Returns: the mount point, or nil when no live server answered.
-    static func attach(_ socketPath: String) -> String? {
+    static func attach(_ socketPath: String) -> Attachment {
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { return nil }
+        guard s >= 0 else { return .failed }
         defer { close(s) }
-        guard connect(s, unixAddress(socketPath)) else { return nil }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)  // a stopped server is not waited for
+        guard let address = unixAddress(socketPath) else { return .failed }
+        guard connect(s, address) else { return errno == ECONNREFUSED || errno == ENOENT ? .none : .failed }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)  // a stopped server is not waited for
         _ = setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let pidfd = pyzfs_pidfd_open(getpid())
-        guard pidfd >= 0 else { return nil }
+        guard pidfd >= 0 else { return .failed }
         defer { close(pidfd) }
-        guard pyzfs_send_descriptor(s, pidfd) == 0, pyzfs_send_descriptor(s, 2) == 0 else { return nil }
-        let mountpoint = String(decoding: readAll(s), as: UTF8.self)
-        guard !mountpoint.isEmpty, isLiveMount(mountpoint) else { return nil }
-        return mountpoint
+        guard pyzfs_send_descriptor(s, pidfd) == 0, pyzfs_send_descriptor(s, 2) == 0 else { return .failed }
+        errno = 0
+        let reply = readAll(s)
+        // End of file without an answer: the server stopped taking runs as this one connected.
+        guard !reply.isEmpty else { return errno == EAGAIN || errno == EWOULDBLOCK ? .failed : .none }
+        let mountpoint = String(decoding: reply, as: UTF8.self)
+        // A server whose mount was detached (pyzfs unmount) answers until its last copy goes.
+        return isLiveMount(mountpoint) ? .attached(mountpoint) : .none
     }
 
     /// Clears what a dead server of `key` left in `dir`: its socket, its mounts ("Transport
@@ -115,20 +131,36 @@ public enum WarmServers {
         let prefix = dir + "/" + key + "-"
         for m in MountTable.current() where m.isPyzfs && m.mountPoint.hasPrefix(prefix) && isDeadMount(m.mountPoint) {
             Fusermount.detach(m.mountPoint)
-            log.info("cleared the dead warm mount on \(m.mountPoint)")
+            log.debug("cleared the dead warm mount on \(m.mountPoint)")
         }
-        for name in directoryNames(dir) ?? [] where name.hasPrefix(key + "-") {
-            // Only empty directories go (rmdir): a live mount point is busy.
-            for inner in directoryNames(dir + "/" + name) ?? [] { rmdir(dir + "/" + name + "/" + inner) }
-            rmdir(dir + "/" + name)
+        for name in directoryNames(dir) ?? [] where name.hasPrefix(key + "-") && !name.hasSuffix(aliveSuffix) {
+            // A server holds `KEY-XXXXXX.alive` locked while it lives: the private namespaces of
+            // its apps hold copies of its mount, which an rmdir here would take from them.
+            let outer = dir + "/" + name
+            let alive = open(outer + aliveSuffix, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            if alive >= 0 {
+                defer { close(alive) }
+                guard flock(alive, LOCK_EX | LOCK_NB) == 0 else { continue }
+            }
+            for inner in directoryNames(outer) ?? [] { rmdir(outer + "/" + inner) }
+            if rmdir(outer) == 0 || errno == ENOENT { unlink(outer + aliveSuffix) }
         }
     }
+
+    /// The name beside a server's mount directory that the server keeps locked.
+    static let aliveSuffix = ".alive"
 
     /// `pyzfs unmount --warm`: detaches every warm mount of this user (each server exits once
     /// no app still running uses its mount), and clears what servers that were killed left.
     public static func endAll() throws(Failure) {
-        for point in mounts() { try unmount(point, lazy: true, quiet: true) }
-        guard let dir = directory(create: false) else { return }
+        var failure: Failure? = nil
+        for point in mounts() {
+            do { try unmount(point, lazy: true, quiet: true) } catch { failure = failure ?? error }
+        }
+        guard let dir = directory(create: false) else {
+            if let failure { throw failure }
+            return
+        }
         // Keys with a socket, a lock or a mount directory (KEY.sock, KEY.lock, KEY-XXXXXX).
         let keys = Set((directoryNames(dir) ?? []).compactMap { name -> String? in
             let key = name.prefix(32)
@@ -141,6 +173,7 @@ public enum WarmServers {
             unlink(dir + "/" + key + ".lock")
             _ = consume lock
         }
+        if let failure { throw failure }
     }
 
     /// Whether a server listens on `socketPath` (a connection is refused where none does).
@@ -193,9 +226,12 @@ final class WarmKeeper: Sendable {
     let lockPath: String
     let mountpoint: String
     let keep: Double
+    /// A signalfd of SIGTERM, SIGINT and SIGHUP (-1: none): once one arrives nothing is kept.
+    let signals: Int32
     private let socketInode: ino_t
 
-    init(listener: Int32, socketPath: String, lockPath: String, mountpoint: String, keep: Double) {
+    init(listener: Int32, socketPath: String, lockPath: String, mountpoint: String, keep: Double, signals: Int32) {
+        self.signals = signals
         self.listener = listener
         self.socketPath = socketPath
         self.lockPath = lockPath
@@ -215,23 +251,27 @@ final class WarmKeeper: Sendable {
         var runs = [first]
         LogSink.shared.copyWarnings(to: first.stderr)
         var idleSince = monotonicSeconds()
+        var keep = self.keep
         while true {
-            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0), pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
                 + runs.map { pollfd(fd: $0.pidfd, events: Int16(POLLIN), revents: 0) }
             let timeout: Int32 = runs.isEmpty ? Int32(max(0, min(86_400_000, (idleSince + keep - monotonicSeconds()) * 1000))) : -1
             let n = poll(&fds, nfds_t(fds.count), timeout)
             if n < 0 && errno != EINTR { log.error("cannot poll the warm server's socket: \(errnoText(errno))"); break }
-            var ended: [Int] = []
-            for i in 1..<fds.count where fds[i].revents != 0 { ended.append(i - 1) }
-            for i in ended.reversed() {
-                close(runs[i].pidfd)
-                close(runs[i].stderr)
-                runs.remove(at: i)
+            if fds[1].revents != 0 {
+                var info = [UInt8](repeating: 0, count: 128)  // one struct signalfd_siginfo
+                _ = Glibc.read(signals, &info, info.count)
+                log.info("warm server of \(mountpoint) ends once no run is attached (signal \(info[0]))")
+                keep = 0
             }
+            var ended: [(pidfd: Int32, stderr: Int32)] = []
+            for i in (2..<fds.count).reversed() where fds[i].revents != 0 { ended.append(runs.remove(at: i - 2)) }
             if fds[0].revents != 0, let run = accept() { runs.append(run) }
-            if !ended.isEmpty || fds[0].revents != 0 {
-                // Warnings go to the latest run still alive, as they would without a warm server.
+            if !ended.isEmpty || fds[0].revents != 0 || fds[1].revents != 0 {
+                // Warnings go to the latest run still alive, as they would without a warm server;
+                // an ended run's stderr is closed only once no warning can be written to it.
                 LogSink.shared.copyWarnings(to: runs.last?.stderr ?? -1)
+                for run in ended { close(run.pidfd); close(run.stderr) }
                 if runs.isEmpty { idleSince = monotonicSeconds() }
                 continue
             }

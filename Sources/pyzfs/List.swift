@@ -34,7 +34,7 @@ struct ListCommand: ParsableCommand {
                 let p = pid.map { $0 } ?? "null"
                 print("{\"archive\":\(jsonString(m.source)),\"mountpoint\":\(jsonString(m.mountPoint)),\"mode\":\"\(readOnly ? "ro" : "rw")\",\"bytecode_overlay\":\(!readOnly),\"warm\":\(warm.contains(m.mountPoint)),\"pid\":\(p),\"alive\":\(pid != nil)}")
             } else {
-                print("\(m.source)\t\(m.mountPoint)\t\(mode)\t\(pid ?? "- (dead: pyzfs unmount \(m.mountPoint))")")
+                print("\(m.source)\t\(m.mountPoint)\t\(mode)\t\(pid ?? (isDeadMount(m.mountPoint) ? "- (dead: pyzfs unmount \(m.mountPoint))" : "- (not readable here: another user's mount)"))")
             }
         }
     }

@@ -23,6 +23,22 @@ struct WarmTests {
     if command == ["wait"]:
         while not os.path.exists(sys.argv[2]):
             time.sleep(0.01)
+    if command == ["daemon"]:
+        # Leaves a daemon that, once argv[2] exists, imports from the mount and says so in argv[3].
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                while not os.path.exists(sys.argv[2]):
+                    time.sleep(0.01)
+                try:
+                    import pkg.late
+                    result = "import ok %d" % pkg.late.X
+                except Exception as e:
+                    result = "import failed %r" % e
+                open(sys.argv[3] + ".new", "w").write(result)
+                os.rename(sys.argv[3] + ".new", sys.argv[3])
+            os._exit(0)
+        os.wait()
     """
 
     /// A zipapp in a new directory that prints its mount, device, pid and `version`.
@@ -31,6 +47,7 @@ struct WarmTests {
         try FileManager.default.createDirectory(atPath: source + "/pkg", withIntermediateDirectories: true)
         try Self.main.replacingOccurrences(of: "VERSION", with: "\(version)").write(toFile: source + "/__main__.py", atomically: true, encoding: .utf8)
         try "".write(toFile: source + "/pkg/__init__.py", atomically: true, encoding: .utf8)
+        try "X = 42\n".write(toFile: source + "/pkg/late.py", atomically: true, encoding: .utf8)
         let archive = dir + "/" + name
         let r = run(["python3", "-m", "zipapp", source, "-p", "/usr/bin/python3", "-o", archive + ".new"])
         try #require(r.status == 0, "\(r)")
@@ -201,6 +218,45 @@ struct WarmTests {
                 "left in /run/pyzfs: \(names)")
     }
 
+    @Test("a process the app left keeps its mount after the server's keep time, while later runs start a new server")
+    func leftoverKeepsItsMount() throws {
+        let dir = makeTemporaryDirectory("warm")
+        defer { removeTree(dir) }
+        let app = try makeApp(dir)
+        defer { end(app) }
+        let flag = dir + "/go", result = dir + "/result"
+        #expect(start(app, ["daemon", flag, result], keep: "1").status == 0)
+        // The original is detached after 1 s; the daemon's namespace still holds its copy.
+        #expect(eventually(timeout: 30) { mounts(of: app).isEmpty })
+        let later = start(app)
+        #expect(later.status == 0 && !later.mount.isEmpty)
+        FileManager.default.createFile(atPath: flag, contents: nil)
+        #expect(eventually { FileManager.default.fileExists(atPath: result) })
+        #expect((try? String(contentsOfFile: result, encoding: .utf8)) == "import ok 42")
+    }
+
+    @Test("SIGTERM ends a warm server at once when idle, and once its run has exited when not")
+    func terminationSignal() throws {
+        let dir = makeTemporaryDirectory("warm")
+        defer { removeTree(dir) }
+        let app = try makeApp(dir)
+        defer { end(app) }
+        let first = start(app)
+        let idle = try #require(serverPid(first.mount))
+        #expect(kill(idle, SIGTERM) == 0)
+        #expect(eventually { mounts(of: app).isEmpty }, "an idle server stayed after SIGTERM")
+        let flag = dir + "/go"
+        let spawned = spawn([pyzfs, "run", "--keep=60", app, "wait", flag])
+        #expect(eventually { spawned.stdout.contains("mount ") })
+        let mount = Start(output: spawned.stdout).mount
+        let busy = try #require(serverPid(mount))
+        #expect(kill(busy, SIGTERM) == 0)
+        // The run attached is served to its end: it imports after the signal.
+        FileManager.default.createFile(atPath: flag, contents: nil)
+        #expect(spawned.wait() == 0)
+        #expect(eventually { mounts(of: app).isEmpty }, "the server stayed after its run and SIGTERM")
+    }
+
     @Test("a dead warm mount (server killed) is cleared and the run mounts afresh")
     func deadServerCleared() throws {
         let dir = makeTemporaryDirectory("warm")
@@ -236,6 +292,13 @@ struct WarmTests {
         #expect(mounts(of: app).isEmpty, "PID 1 kept a server")
         #expect(start(app, options: ["-o", "allow_other"]).status == 0)
         #expect(mounts(of: app).isEmpty, "allow_other kept a server")
+        // A pinned archive whose mount takes pycs: the overlay would outlive the run.
+        let hash = run(["sha256sum", app]).stdout.prefix(64)
+        #expect(start(app, options: ["-o", "sha256=\(hash)"]).status == 0)
+        #expect(mounts(of: app).isEmpty, "a pinned mount with a bytecode overlay was kept")
+        #expect(start(app, options: ["-o", "sha256=\(hash),pycache=off"]).status == 0)
+        #expect(mounts(of: app).count == 1, "a pinned read-only mount is kept")
+        end(app)
         let bad = run([pyzfs, "run", "--keep=5x", app])
         #expect(bad.status == 125 && bad.stderr.contains("bad keep time '5x'"), "\(bad)")
         let badEnv = run([pyzfs, "run", app], environment: ["PYZFS_KEEP": "-1"])

@@ -39,4 +39,7 @@ long pyzfs_peer_uid(int socket);
 /// Whether `path` is on a FUSE file system whose server answers (statfs(2) works and says
 /// FUSE_SUPER_MAGIC): 1, else 0 (a dead server's mount says ENOTCONN).
 int pyzfs_is_live_fuse(const char *path);
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads started later inherit the
+/// mask) and returns a signalfd(2) that reads them; -1 on error.
+int pyzfs_termination_signalfd(void);
 #endif
