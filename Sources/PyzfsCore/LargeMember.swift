@@ -95,8 +95,10 @@ final class LargeMemberIndex: @unchecked Sendable {
             let from = Int(offset - start0)
             return body(UnsafeRawBufferPointer(rebasing: buffer0.contents[from..<from + length]))
         }
-        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, length), alignment: 16)
-        defer { out.deallocate() }
+        // A read across chunks (128 KiB in order, half of them with 256 KiB chunks) gathers its
+        // bytes in a buffer from the cache's recycled mappings, not fresh pages for each read.
+        let gathered = MemberBuffer(count: max(1, length), populate: false)
+        let out = gathered.bytes
         var done = 0
         var lastChunk = 0
         while done < length {
@@ -112,7 +114,7 @@ final class LargeMemberIndex: @unchecked Sendable {
         }
         if let f = failure { throw f }
         scheduleReadAhead(offset: offset, length: length, chunk: lastChunk, cache: cache, inflater: inflater, readAhead: readAhead)
-        return body(UnsafeRawBufferPointer(out))
+        return withExtendedLifetime(gathered) { body(UnsafeRawBufferPointer(out)) }
     }
 
     /// Reading in order: inflate the next chunks on another thread while this one is served.

@@ -29,7 +29,8 @@ struct LargeMemberTests {
     /// "served N failed M end E" (E: 1 when the read that reaches the member's end was served):
     /// with a 5th argument `good` every byte is compared with zipfile's ("wrong N" follows);
     /// without, only what was served is counted (an archive with a wrong CRC, which zipfile
-    /// refuses). A failing mmap page kills it with SIGBUS.
+    /// refuses). A failing mmap page kills it with SIGBUS: then without `good`, each page read
+    /// before it was printed ("page OFFSET").
     static let oneWayReader = """
     import mmap, os, random, sys, zipfile
     mode, mount, archive = sys.argv[1:4]
@@ -51,6 +52,8 @@ struct LargeMemberTests {
         m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         for offset, length in ranges:
             got = m[offset:offset + length]
+            if not good:
+                print("page", offset, flush=True)  # what was served before a SIGBUS
             served += 1
             end |= offset + length >= size
             wrong += good and got != want[offset:offset + length]
