@@ -23,9 +23,11 @@ final class LargeMemberIndex: @unchecked Sendable {
 
     /// Bytes a checkpoint holds: its 32 KiB window.
     static let windowBytes = 32 << 10
-    /// The most checkpoints a member gets with a cache of `budget` bytes: their windows take at
-    /// most a quarter of it.
-    static func checkpointLimit(budget: Int) -> Int { max(1, budget / 4 / windowBytes) }
+    /// The most checkpoints a member gets with a cache of `budget` bytes: as many as a quarter
+    /// of the budget holds windows for, and at least 512 (16 MiB of windows, what every member
+    /// could have before windows were counted: a smaller budget must not leave members that
+    /// were indexed to streaming, which the chunk capacity check would with fewer, longer chunks).
+    static func checkpointLimit(budget: Int) -> Int { max(512, budget / 4 / windowBytes) }
     /// Chunks of about `spacing` bytes, as many as the budget allows windows for, and not under
     /// 128 KiB. Small chunks make a read that misses the cache cheap (it inflates one chunk from
     /// its checkpoint): with `cache_size=256M` a 512 MiB member gets 256 KiB chunks, and 1,000
