@@ -448,19 +448,23 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     /// and its chunks fit a quarter of the cache.
     private func largeIndex(_ index: Int, _ entry: ZipEntry) throws(MemberError) -> LargeMemberIndex? {
         guard let inflater, inflater.indexes(method: entry.method),
-              LargeMemberIndex.chunkCapacity(LargeMemberIndex.spacing(for: entry.uncompressedSize)) <= cache.budget / 4
+              LargeMemberIndex.chunkCapacity(LargeMemberIndex.spacing(for: entry.uncompressedSize, budget: cache.budget))
+                <= cache.budget / 4
         else { return nil }
         if let known = lock.withLock({ largeIndexes[index] }) { return known }
         let location = try locate(index, entry)
-        let fresh = LargeMemberIndex(member: location, integrity: record(index))
+        let fresh = LargeMemberIndex(member: location, integrity: record(index), budget: cache.budget)
         fresh.crc32Continue = reader.checksum
         fresh.onFailure = { [weak self] error in self?.fail(index, error) }
         fresh.onVerified = { [weak self] in self?.verified(index) }
-        return lock.withLock {
-            if let raced = largeIndexes[index] { return raced }
+        let (kept, won) = lock.withLock { () -> (LargeMemberIndex, Bool) in
+            if let raced = largeIndexes[index] { return (raced, false) }
             largeIndexes[index] = fresh
-            return fresh
+            return (fresh, true)
         }
+        // Its checkpoints' windows live as long as the mount: counted against the budget once.
+        if won { cache.pin(fresh.windowReservation) }
+        return kept
     }
 
     /// Fails once the archive file was modified in place: what was decompressed from it is still

@@ -16,7 +16,11 @@ public final class MemberBuffer: @unchecked Sendable {
     /// - Parameter populate: fault every page in at once (the buffer is about to be filled).
     public init(count: Int, populate: Bool = true) {
         self.count = count
-        if count >= Self.mapThreshold,
+        if count >= Self.mapThreshold, let p = MappingRecycler.shared.take(Self.pageRounded(count)) {
+            if populate { _ = madvise(p, Self.pageRounded(count), 23) }  // MADV_POPULATE_WRITE: a grown tail
+            bytes = UnsafeMutableRawBufferPointer(start: p, count: count)
+            mapped = true
+        } else if count >= Self.mapThreshold,
            let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0),
            p != MAP_FAILED {
             bytes = UnsafeMutableRawBufferPointer(start: p, count: count)
@@ -48,9 +52,11 @@ public final class MemberBuffer: @unchecked Sendable {
         count = newCount
     }
 
+    static func pageRounded(_ n: Int) -> Int { (n + pageSize - 1) / pageSize * pageSize }
+
     deinit {
         if mapped {
-            if count > 0 { munmap(bytes.baseAddress, count) }
+            if count > 0 { MappingRecycler.shared.give(bytes.baseAddress!, Self.pageRounded(count)) }
         } else {
             bytes.deallocate()
         }
@@ -58,6 +64,49 @@ public final class MemberBuffer: @unchecked Sendable {
 
     /// The loaded bytes.
     public var contents: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[0..<count]) }
+}
+
+/// Mappings of buffers let go of, kept for the next buffers: a first pass over a large member
+/// evicts a chunk for each chunk it inflates, and a fresh mapping costs the allocation, zeroing
+/// and unmapping of its pages (a third of the server's time in a first pass, measured with perf).
+/// A kept mapping is resized to what the next buffer needs (mremap). At most `capacity` mappings
+/// of at most `largest` bytes are kept: 8 MiB beyond the cache's budget at most.
+final class MappingRecycler: @unchecked Sendable {
+    // @unchecked: `kept` is guarded by `lock`.
+    static let shared = MappingRecycler()
+    static let capacity = 4
+    static let largest = 2 << 20
+    private let lock = ConditionLock()
+    private var kept: [(base: UnsafeMutableRawPointer, length: Int)] = []
+
+    // mremap(2) is variadic in C (a fifth argument only with MREMAP_FIXED), which Swift cannot
+    // call: looked up at run time and called with its four fixed arguments, as the C library's
+    // own wrapper is (the same way as mallopt in MemoryLimits).
+    private typealias Mremap = @convention(c) (UnsafeMutableRawPointer?, Int, Int, Int32) -> UnsafeMutableRawPointer?
+    private static let mremap: Mremap? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mremap").map {
+        unsafeBitCast($0, to: Mremap.self)
+    }
+
+    /// A kept mapping resized to `length` bytes (a multiple of the page size), or nil.
+    func take(_ length: Int) -> UnsafeMutableRawPointer? {
+        guard let mremap = Self.mremap, let m = lock.withLock({ kept.popLast() }) else { return nil }
+        if m.length == length { return m.base }
+        guard let p = mremap(m.base, m.length, length, 1 /* MREMAP_MAYMOVE */), p != MAP_FAILED else {
+            munmap(m.base, m.length)
+            return nil
+        }
+        return p
+    }
+
+    /// Keeps the mapping of `length` bytes at `base` for a later buffer, or unmaps it.
+    func give(_ base: UnsafeMutableRawPointer, _ length: Int) {
+        let keep = Self.mremap != nil && length <= Self.largest && lock.withLock { () -> Bool in
+            guard kept.count < Self.capacity else { return false }
+            kept.append((base, length))
+            return true
+        }
+        if !keep { munmap(base, length) }
+    }
 }
 
 /// Counters of a cache, for `pyzfs stats`.
@@ -69,6 +118,8 @@ public struct CacheStatistics: Sendable, Equatable {
     public var misses: UInt64 = 0
     public var waits: UInt64 = 0
     public var evictions: UInt64 = 0
+    /// Bytes counted against the budget outside the cache's buffers (checkpoint windows).
+    public var pinnedBytes = 0
     public var decompressions: UInt64 = 0
     public var decompressionNanoseconds: UInt64 = 0
     public var decompressedBytes: UInt64 = 0
@@ -175,6 +226,25 @@ public final class MemberCache: @unchecked Sendable {
         lock.broadcast()
         lock.unlock()
         return buffer
+    }
+
+    /// Counts `bytes` held outside the cache's buffers (for good) against the budget, evicting
+    /// members to make room, and waiting for loads in flight when only they hold the rest.
+    public func pin(_ bytes: Int) {
+        precondition(bytes <= budget, "pinned bytes larger than the cache budget")
+        lock.lock()
+        defer { lock.unlock() }
+        while reserved + bytes > budget {
+            if let victim = tail {
+                evict(victim)
+            } else if loading.isEmpty {
+                break  // everything else is pinned already: the budget is exceeded, not waited for
+            } else {
+                lock.wait()
+            }
+        }
+        reserved += bytes
+        stats.pinnedBytes += bytes
     }
 
     /// Whether member `key` is held now (loaded, not loading).

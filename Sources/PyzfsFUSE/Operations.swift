@@ -339,7 +339,7 @@ public final class Operations: @unchecked Sendable {
         return """
         {"pid":\(getpid()),"archive":\(jsonString(archivePath)),"budget":\(s.budget),"bytes_held":\(s.bytesHeld),\
         "members_held":\(s.membersHeld),"hits":\(s.hits),"misses":\(s.misses),"waits":\(s.waits),\
-        "evictions":\(s.evictions),"decompressions":\(s.decompressions),\
+        "evictions":\(s.evictions),"pinned_bytes":\(s.pinnedBytes),"decompressions":\(s.decompressions),\
         "decompression_seconds":\(Double(s.decompressionNanoseconds) / 1e9),"decompressed_bytes":\(s.decompressedBytes),\
         "failures":\(fs.failedMemberCount),"read_errors":\(readErrors.load(ordering: .relaxed)),"requests":\(requests.load(ordering: .relaxed)),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
         "members_over_budget":\(fs.membersOverBudget),"streams_opened":\(fs.streamsOpened),\
