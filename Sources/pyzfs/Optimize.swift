@@ -24,14 +24,17 @@ struct OptimizeCommand: ParsableCommand {
         interpreters are kept; those of the target are replaced. The output is written beside \
         OUTPUT and renamed into place; INPUT is never overwritten. Progress is shown on a terminal.
 
-        With --profile, OUTPUT is then mounted read-only and run once, as `python3 MOUNT ARG...` \
-        (in the current directory, with this terminal), and the order in which that start first \
-        read each member is stored in OUTPUT as its start profile: the hidden root member \
-        .pyzfs-profile (one path a line, at most 64 KiB; no mount shows it). Every mount of \
-        OUTPUT then decodes those members in that order on its prefetch threads, ahead of the \
-        app's reads, within the cache budget. Run the app the way a start should be fast for \
-        (a --help or a short command); an app that exits non-zero still gets its profile, \
-        with a warning. Optimizing an archive again records its profile anew.
+        With --profile, OUTPUT is then mounted read-only and run once by the target \
+        interpreter, as `PYTHON MOUNT ARG...` (in the current directory, with this terminal), \
+        and the order in which that start first read each member is stored in OUTPUT as its \
+        start profile: the hidden root member .pyzfs-profile (one path a line, at most 64 KiB; \
+        no mount shows it, nothing can import it). Every mount of OUTPUT then decodes those \
+        members in that order on its prefetch threads, ahead of the app's reads, within the \
+        cache budget (`pyzfs stats` shows preload_members and preloaded; -o prefetch=0 turns it \
+        off). Run the app the way its start should be fast (a short command, say); an app that \
+        exits non-zero still gets its profile, with a warning. Optimizing an archive again \
+        records its profile anew; any mount hands out its record as the attribute \
+        user.pyzfs.profile of its root.
         Exit codes: 0 written; 64 bad arguments; 65, 66 the input as for mount; 73 OUTPUT \
         cannot be written or is INPUT; 127 no interpreter; 1 the rewrite or the profiling \
         mount failed.
