@@ -31,6 +31,43 @@ public enum Optimizer {
         }
     }
 
+    /// Adds `profile` to archive `output` as its start profile (`StartProfile.memberName`,
+    /// deflated), through a copy renamed into place.
+    /// - Throws: 73 when `output` cannot be rewritten, 1 when the interpreter fails.
+    public static func addProfile(_ profile: String, to output: String, with interpreter: Interpreter) throws(Failure) {
+        let target = absolutePath(output)
+        let profilePath = target + ".pyzfs-profile-\(getpid())"
+        guard writeFile(profilePath, profile, flags: O_CREAT | O_TRUNC) else {
+            throw Failure(Exit.badMountPoint, "cannot write \(profilePath): \(errnoText(errno))")
+        }
+        defer { unlink(profilePath) }
+        let status = runProgram([interpreter.path, "-I", "-c", profileAdder, target, profilePath, StartProfile.memberName])
+        guard status == 0 else {
+            throw Failure(Exit.failure, "cannot add the start profile to \(output): \(interpreter.path) exited with \(status); \(output) is left without it")
+        }
+    }
+
+    static let profileAdder = #"""
+    import os, shutil, sys, time, zipfile
+    dst, profile, name = sys.argv[1:4]
+    tmp = dst + ".pyzfs-tmp-%d" % os.getpid()
+    try:
+        shutil.copyfile(dst, tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            info = zipfile.ZipInfo(name, time.localtime()[:6])
+            info.external_attr = 0o100644 << 16
+            info.create_system = 3
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(profile, "rb") as f:
+                z.writestr(info, f.read())
+        os.chmod(tmp, os.stat(dst).st_mode & 0o777)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    """#
+
     /// Run by the target interpreter: zipfile to read and write (it writes the #! prefix with
     /// absolute offsets, as zipapp does), and the interpreter's own compiler for the pycs.
     static let rewriter = #"""
@@ -55,7 +92,8 @@ public enum Optimizer {
         out.write(prefix)
         with zipfile.ZipFile(out, "w") as zout:
             for info in infos:
-                if own_pyc(info.filename):
+                # Bytecode of this interpreter is made anew, and a start profile recorded anew.
+                if own_pyc(info.filename) or info.filename == ".pyzfs-profile":
                     continue
                 data = zin.read(info)
                 new = zipfile.ZipInfo(info.filename, info.date_time)

@@ -70,6 +70,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
     public var prefetcher: Prefetcher? { lock.withLock { _prefetcher } }
     private var _prefetcher: Prefetcher?
     private let entryNodes: [Int32]
+    private let firstReads: FirstReads
 
     let logger: Logger
     /// Resumable inflate for members larger than the cache, when available.
@@ -93,6 +94,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         var entryNodes = [Int32](repeating: -1, count: tree.index.entries.count)
         for (i, n) in tree.nodes.enumerated() where n.entry >= 0 && n.kind == .file { entryNodes[Int(n.entry)] = Int32(i) }
         self.entryNodes = entryNodes
+        firstReads = FirstReads(nodes: tree.nodes.count)
         verifiedMembers = [UInt64](repeating: 0, count: (tree.index.entries.count + 63) / 64)
         self.bytecode = bytecode ?? BytecodeIndex(tree: tree)
         var bytes: UInt64 = 0
@@ -117,6 +119,28 @@ public final class ArchiveFileSystem: @unchecked Sendable {
             return true
         }
         if first { p.mounted() }
+    }
+
+    /// The paths of the members read so far, in the order of their first reads, as a start
+    /// profile's text (`StartProfile`; bounded, the record stops when it is full).
+    public var firstReadProfile: [UInt8] { StartProfile.encode(firstReads.nodes.map { tree.path(of: $0) }) }
+
+    /// The members the archive's start profile names, in its order (empty without a usable
+    /// one). Reads and decodes the hidden member: call it off the request loop.
+    public func profiledMembers() -> [Int] {
+        guard let p = tree.profileNode else { return [] }
+        let size = tree.index.entries[Int(tree.nodes[p].entry)].uncompressedSize
+        guard size <= UInt64(StartProfile.maximumBytes) else {
+            logger.warning("cannot use the start profile \(StartProfile.memberName): \(size) bytes, more than \(StartProfile.maximumBytes); no preload")
+            return []
+        }
+        do {
+            let bytes = try read(p, offset: 0, count: Int(size)) { Array($0) }
+            return StartProfile.members(in: bytes, of: tree)
+        } catch {
+            logger.warning("cannot read the start profile \(StartProfile.memberName): \(error); no preload")
+            return []
+        }
     }
 
     /// The file node that serves member `index`, if any.
@@ -263,7 +287,10 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         let entry = tree.index.entries[index]
         if let damage = entry.damage { throw .member(.corrupt(damage)) }  // impossible numbers (ZipIndex)
         let size = entry.uncompressedSize
-        if offset == 0 { prefetcher?.reading(i) }
+        if !n.isHidden {
+            firstReads.note(i) { tree.path(of: i).utf8.count }
+            if offset == 0 { prefetcher?.reading(i) }
+        }
         // An empty member still has a CRC to check (0); a mismatch says the directory lies.
         if size == 0 && entry.crc32 != 0 { throw .member(.crcMismatch(expected: entry.crc32, actual: 0)) }
         if offset >= size || count <= 0 { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
@@ -498,7 +525,9 @@ public final class ArchiveFileSystem: @unchecked Sendable {
 
     /// Member `index` decompressed whole into the cache, its size and CRC checked (waiting for
     /// it when another thread is at it, unless `mayWait` is false: then nil).
-    func load(_ index: Int, reason: String = "read", mayWait: Bool = true) throws(MemberError) -> MemberBuffer? {
+    /// - Parameter evicting: when false, nil instead of evicting members to make room (a preload
+    ///   never evicts what it decoded to decode more).
+    func load(_ index: Int, reason: String = "read", mayWait: Bool = true, evicting: Bool = true) throws(MemberError) -> MemberBuffer? {
         let entry = tree.index.entries[index]
         try MemberReader.checkPlausible(entry)
         if let f = failure(of: index) { throw f }
@@ -507,7 +536,7 @@ public final class ArchiveFileSystem: @unchecked Sendable {
         let start = monotonicNanoseconds()
         let buffer: MemberBuffer?
         do {
-            buffer = try cache.buffer(for: index, size: Int(entry.uncompressedSize), mayWait: mayWait) { (destination) throws(MemberError) -> Int in
+            buffer = try cache.buffer(for: index, size: Int(entry.uncompressedSize), mayWait: mayWait, evicting: evicting) { (destination) throws(MemberError) -> Int in
                 // A load that waited for a failed one must not decode it again.
                 if let f = failure(of: index) { throw f }
                 let location = try locate(index, entry)

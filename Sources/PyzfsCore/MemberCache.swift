@@ -157,10 +157,11 @@ public final class MemberCache: @unchecked Sendable {
     /// - Parameters:
     ///   - mayWait: when false, returns nil instead of waiting for another thread's load of the
     ///     same key or for loading members to leave room (the request loop never waits).
+    ///   - evicting: when false, returns nil instead of evicting held members to make room.
     ///   - populate: fault in only this many leading bytes at allocation (nil: all of them).
     ///   - load: fills the buffer; returns how many bytes it produced (at most `size`; the
     ///     rest is returned to the system and to the budget).
-    public func buffer(for key: Int, size: Int, mayWait: Bool = true, populate: Int? = nil,
+    public func buffer(for key: Int, size: Int, mayWait: Bool = true, evicting: Bool = true, populate: Int? = nil,
                        load: (UnsafeMutableRawBufferPointer) throws(MemberError) -> Int) throws(MemberError) -> MemberBuffer? {
         precondition(size <= budget, "member larger than the cache budget must be streamed")
         lock.lock()
@@ -178,6 +179,7 @@ public final class MemberCache: @unchecked Sendable {
                 lock.wait()
                 continue
             }
+            if !evicting && reserved + size > budget { lock.unlock(); return nil }
             // Make room: evict loaded members; if only loading ones hold the budget, wait for them.
             while reserved + size > budget, let victim = tail {
                 evict(victim)

@@ -10,6 +10,8 @@
 ///   (entries that readdirplus already gave the kernel are not looked up, hence the rules above);
 /// - a decompressed ELF member's DT_NEEDED names, found through its DT_RUNPATH/DT_RPATH
 ///   (`$ORIGIN/../X.libs`) inside the archive.
+/// An archive with a start profile (`StartProfile`) is preloaded instead of guessed at: its
+/// members are decoded in the profile's order, within the cache's budget.
 /// Only compressed members that fit a quarter of the cache and are at least `minimumSize`
 /// bytes are worth it.
 public final class Prefetcher: @unchecked Sendable {
@@ -28,6 +30,25 @@ public final class Prefetcher: @unchecked Sendable {
 
     /// Members prefetched (scheduled) so far.
     public var prefetched: Int { lock.withLock { scheduled.count } }
+
+    /// What the preload of a start profile did, for `pyzfs stats`.
+    public struct PreloadStatistics: Sendable, Equatable {
+        /// Compressed members of the profile that the preload took on, within the budget.
+        public var members = 0
+        /// Members the preload decoded itself (not those a read had already decoded).
+        public var decoded = 0
+        /// Members taken on but not yet done (plus one while the profile is being read): 0
+        /// once the preload has finished.
+        public var pending = 0
+        public init(members: Int = 0, decoded: Int = 0, pending: Int = 0) {
+            self.members = members
+            self.decoded = decoded
+            self.pending = pending
+        }
+    }
+    public var preload: PreloadStatistics { lock.withLock { preloadStatistics } }
+    private var preloadStatistics = PreloadStatistics(pending: 1)
+    private var preloadStopped = false
 
     /// A lookup resolved to node `i`.
     func lookedUp(_ i: Int) {
@@ -48,7 +69,51 @@ public final class Prefetcher: @unchecked Sendable {
     /// extension modules, larger first, up to half the cache in all.
     func mounted() {
         // The scan runs on a prefetch thread: it must not delay the mount's readiness.
-        pool.submit { [weak self] in self?.scheduleLikelyLibraries() }
+        pool.submit { [weak self] in
+            guard let self, let fs = self.fs else { return }
+            let profiled = fs.profiledMembers()
+            if profiled.isEmpty { self.scheduleLikelyLibraries() } else { self.preload(profiled) }
+            self.lock.withLock { self.preloadStatistics.pending -= 1 }
+        }
+    }
+
+    /// Decodes the compressed members among `nodes`, in that order, on the prefetch threads (a
+    /// read of one of them waits for its decode, as for any load), until their sizes reach the
+    /// cache's budget, or a member finds no room without evicting (then the preload stops: it
+    /// never evicts to decode more). A member that fails is failed for every read.
+    private func preload(_ nodes: [Int]) {
+        guard let fs else { return }
+        var allowance = UInt64(fs.cache.budget)
+        var indexes: [Int] = []
+        for i in nodes {
+            let index = Int(fs.tree.nodes[i].entry)
+            let entry = fs.tree.index.entries[index]
+            guard entry.method != 0, !entry.isEncrypted, entry.damage == nil else { continue }
+            guard entry.uncompressedSize <= allowance else { break }
+            allowance -= entry.uncompressedSize
+            indexes.append(index)
+        }
+        lock.withLock {
+            preloadStatistics.members = indexes.count
+            preloadStatistics.pending += indexes.count
+            for index in indexes { scheduled.insert(index) }
+        }
+        for index in indexes {
+            pool.submit { [weak self, weak fs] in
+                guard let self else { return }
+                defer { self.lock.withLock { self.preloadStatistics.pending -= 1 } }
+                guard let fs, !self.lock.withLock({ self.preloadStopped }), !fs.cache.isPresentOrLoading(index) else { return }
+                do {
+                    if try fs.load(index, reason: "preload", evicting: false) == nil {
+                        self.lock.withLock { self.preloadStopped = true }
+                    } else {
+                        self.lock.withLock { self.preloadStatistics.decoded += 1 }
+                    }
+                } catch {
+                    // `load` has failed the member for every later read.
+                }
+            }
+        }
     }
 
     private func scheduleLikelyLibraries() {

@@ -71,6 +71,8 @@ public struct Tree: Sendable {
     public private(set) var symlinkTargets: [UInt32: [UInt8]] = [:]
     public private(set) var warnings: [TreeWarning] = []
     public let options: TreeOptions
+    /// The hidden file node of the start profile (`StartProfile.memberName` at the root), if any.
+    public private(set) var profileNode: Int?
 
     static let emptySlot = UInt32.max
 
@@ -229,6 +231,12 @@ public struct Tree: Sendable {
                 warnings.append(TreeWarning(name: path(of: Int(s)),
                     reason: "hidden: the symlink points out of the mount (\(target)); -o symlinks=all shows it"))
             }
+        }
+        // The start profile is pyzfs's, not the app's: no lookup or listing shows it.
+        if let p = StartProfile.memberName.utf8CString.withUnsafeBytes({ find(parent: 0, name: UnsafeRawBufferPointer(rebasing: $0.dropLast())) }),
+           nodes[Int(p)].kind == .file {
+            nodes[Int(p)].isHidden = true
+            profileNode = Int(p)
         }
         buildChildren()
     }

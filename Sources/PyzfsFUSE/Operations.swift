@@ -329,12 +329,14 @@ public final class Operations: @unchecked Sendable {
         case "pid": return String(getpid())
         case "archive": return archivePath
         case "stats": return statisticsJSON()
+        case "profile": return String(decoding: fs.firstReadProfile, as: UTF8.self)
         default: return nil
         }
     }
 
     func statisticsJSON() -> String {
         let s = fs.cache.statistics
+        let preload = fs.prefetcher?.preload ?? Prefetcher.PreloadStatistics()
         let pyc = fs.overlay?.statistics ?? (files: 0, bytes: 0, written: 0, entries: 0, entryBytes: 0)
         return """
         {"pid":\(getpid()),"archive":\(jsonString(archivePath)),"budget":\(s.budget),"bytes_held":\(s.bytesHeld),\
@@ -344,7 +346,8 @@ public final class Operations: @unchecked Sendable {
         "failures":\(fs.failedMemberCount),"read_errors":\(readErrors.load(ordering: .relaxed)),"requests":\(requests.load(ordering: .relaxed)),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
         "members_over_budget":\(fs.membersOverBudget),"streams_opened":\(fs.streamsOpened),\
         "pycache_files":\(pyc.files),"pycache_bytes":\(pyc.bytes),"pycs_written":\(pyc.written),\
-        "pycache_entries":\(pyc.entries),"pycache_entry_bytes":\(pyc.entryBytes)}
+        "pycache_entries":\(pyc.entries),"pycache_entry_bytes":\(pyc.entryBytes),\
+        "preload_members":\(preload.members),"preloaded":\(preload.decoded),"preload_pending":\(preload.pending)}
         """
     }
 }

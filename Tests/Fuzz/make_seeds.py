@@ -124,6 +124,12 @@ def shape_seeds(out, elf):
     }
     for archive, rows in shapes.items():
         write_zip(os.path.join(out, archive), [(info(name, mode), data) for name, mode, data in rows])
+    # A start profile (.pyzfs-profile, StartProfile) naming members, itself, a directory, nothing,
+    # a member twice; stored, so that its lines are in the input the checks also parse as a profile.
+    profile = b"pyzfs-profile 1\npkg/b.txt\n.pyzfs-profile\npkg\nnope\npkg/a.py\npkg/b.txt\n"
+    write_zip(os.path.join(out, "profile.zip"), [
+        (info("pkg/a.py", 0o100644), b"a = 1\n"), (info("pkg/b.txt", 0o100644), b"b\n"),
+        (info(".pyzfs-profile", 0o100644, compress=zipfile.ZIP_STORED), profile)])
     # Names zipfile writes unflagged (CP437 on reading).
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -118,6 +118,20 @@ public final class Checker {
         violations.append(Violation(check: check, detail: detail()))
     }
 
+    // MARK: start profiles
+
+    /// The input as a start profile of its own archive's tree (with and without the header, so
+    /// the fuzzer reaches the names at once): only visible files, each once, never the profile.
+    func checkProfile(_ input: [UInt8], _ tree: Tree) {
+        for text in [input, Array((StartProfile.header + "\n").utf8) + input.prefix(StartProfile.maximumBytes)] {
+            let nodes = StartProfile.members(in: text, of: tree)
+            if Set(nodes).count != nodes.count { fail("profile.unique", "a node named twice: \(nodes)") }
+            for n in nodes where tree.nodes[n].kind != .file || tree.nodes[n].isHidden || n == tree.profileNode {
+                fail("profile.files", "\(tree.path(of: n)) is not a visible file")
+            }
+        }
+    }
+
     // MARK: names
 
     /// PathRules.split against a plain reading of docs/names.md.
@@ -273,7 +287,7 @@ public final class Checker {
                             symlinkTarget: policy == .inside && !linkNames.isEmpty ? tamedTarget : target)
             statistics.treeNodes += tree.nodes.count
             checkTree(tree, umask: umask)
-            if policy == .inside { checkBytecode(tree) }
+            if policy == .inside { checkBytecode(tree); checkProfile(input, tree) }
         }
 
         let libzip = scratch ? crossCheckLibzip(input, index, raw: raw) : false
@@ -550,7 +564,9 @@ public final class Checker {
             if nodes[p].isHidden { fail("tree-structure", "node \(i)'s parent \(p) is hidden") }
             paths[i] = p == 0 ? name : paths[p] + [UInt8(ascii: "/")] + name
             if node.isHidden {
-                if node.kind != .symlink { fail("tree-structure", "hidden node \(i) is a \(node.kind)") }
+                // Hidden: escaping symlinks, and the start profile (a file at the root).
+                let profile = i == tree.profileNode && p == 0 && node.kind == .file && name.elementsEqual(StartProfile.memberName.utf8)
+                if node.kind != .symlink && !profile { fail("tree-structure", "hidden node \(i) is a \(node.kind)") }
             } else {
                 visible += 1
                 let found = name.withUnsafeBytes { tree.child(of: p, named: $0) }
