@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,4 +108,18 @@ int pyzfs_is_noexec(const char *path) {
     struct statvfs fs;
     if (statvfs(path, &fs) != 0) return -1;
     return (fs.f_flag & ST_NOEXEC) != 0;
+}
+
+int pyzfs_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+long pyzfs_peer_uid(int socket) {
+    struct ucred cred;
+    socklen_t length = sizeof cred;
+    if (getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) return -1;
+    return (long)cred.uid;
+}
+
+int pyzfs_is_live_fuse(const char *path) {
+    struct statfs fs;
+    return statfs(path, &fs) == 0 && fs.f_type == 0x65735546;  // FUSE_SUPER_MAGIC
 }

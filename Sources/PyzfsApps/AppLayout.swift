@@ -28,6 +28,8 @@ public struct AppLayout {
         if venv != nil { return "app" }
         return bundled?.preamble == nil ? nil : bundled?.shivDirectoryName
     }
+    /// Whether `writeVenv(beside:)` writes a venv beside the mount (a `--venv` pex).
+    public var writesVenv: Bool { venv != nil }
     /// What the bootstrap is told, `key=value`, paths relative to the root (see `bootstrap`).
     public let settings: [String]
     /// The interpreter options the tool adds: pex's inject_python_args, and `-I` where pex

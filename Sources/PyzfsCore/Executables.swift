@@ -27,4 +27,12 @@ public enum Fusermount {
     public static func path(searchPath: String? = nil) -> String? {
         access(builtInPath, X_OK) == 0 ? builtInPath : findExecutable("fusermount3", searchPath: searchPath)
     }
+
+    /// Detaches the mount on `path` (MNT_DETACH: it goes once nothing uses it): umount2(2) where
+    /// this process may, else `fusermount3 -u -z`.
+    public static func detach(_ path: String) {
+        if umount2(path, Int32(MNT_DETACH)) != 0, let fusermount = Self.path() {
+            _ = runProgram([fusermount, "-u", "-z", path])
+        }
+    }
 }

@@ -24,6 +24,8 @@ public final class Operations: @unchecked Sendable {
     let zeroMessageOpens = Atomic<Bool>(false)
     /// Requests answered with a member's failure (EIO, EACCES), for `pyzfs stats`.
     let readErrors = Atomic<UInt64>(0)
+    /// The requests the kernel has sent (every operation but INIT; `pyzfs stats` reads add theirs).
+    let requests = Atomic<UInt64>(0)
 
     /// Threads for requests that must wait (a decompression, disk I/O). Without them every
     /// request is answered on the thread that received it.
@@ -339,7 +341,7 @@ public final class Operations: @unchecked Sendable {
         "members_held":\(s.membersHeld),"hits":\(s.hits),"misses":\(s.misses),"waits":\(s.waits),\
         "evictions":\(s.evictions),"decompressions":\(s.decompressions),\
         "decompression_seconds":\(Double(s.decompressionNanoseconds) / 1e9),"decompressed_bytes":\(s.decompressedBytes),\
-        "failures":\(fs.failedMemberCount),"read_errors":\(readErrors.load(ordering: .relaxed)),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
+        "failures":\(fs.failedMemberCount),"read_errors":\(readErrors.load(ordering: .relaxed)),"requests":\(requests.load(ordering: .relaxed)),"prefetched":\(fs.prefetcher?.prefetched ?? 0),\
         "members_over_budget":\(fs.membersOverBudget),"streams_opened":\(fs.streamsOpened),\
         "pycache_files":\(pyc.files),"pycache_bytes":\(pyc.bytes),"pycs_written":\(pyc.written),\
         "pycache_entries":\(pyc.entries),"pycache_entry_bytes":\(pyc.entryBytes)}

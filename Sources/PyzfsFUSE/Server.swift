@@ -211,9 +211,7 @@ public final class Server {
         watcher.submit {
             var byte: UInt8 = 0
             while Glibc.read(fd, &byte, 1) != 0 && (errno == EINTR || errno == 0) {}
-            if umount2(target, Int32(MNT_DETACH)) != 0, let fusermount = Fusermount.path() {
-                _ = Subprocess.run([fusermount, "-u", "-z", target])
-            }
+            Fusermount.detach(target)
         }
     }
 

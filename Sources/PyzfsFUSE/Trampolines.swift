@@ -10,7 +10,9 @@ import Glibc
 
 @inline(__always)
 private func context(_ req: fuse_req_t?) -> SessionContext {
-    Unmanaged<SessionContext>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    let c = Unmanaged<SessionContext>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    c.operations.requests.add(1, ordering: .relaxed)
+    return c
 }
 
 @inline(__always)

@@ -23,8 +23,12 @@ public struct Launcher {
     public let fallbackToExtract: Bool
     public let optionGroups: [String]
     public let arguments: [String]
+    /// How long the mount is kept for later runs once no run uses it, in seconds; 0 keeps nothing.
+    public let keep: Double
 
-    public init(archive: String, python: String?, useNamespace: Bool, fallbackToExtract: Bool, optionGroups: [String], arguments: [String]) {
+    public init(archive: String, python: String?, useNamespace: Bool, fallbackToExtract: Bool, optionGroups: [String],
+                arguments: [String], keep: Double = WarmServers.defaultKeep) {
+        self.keep = keep
         self.archive = archive
         self.python = python
         self.useNamespace = useNamespace
@@ -57,6 +61,7 @@ public struct Launcher {
                                    arguments: arguments)
         let interpreter = layout.interpreter
         let check = StartCheck.begin(interpreter, opened: opened)
+        launchWarm(opened, options: options, layout: layout, check: check)
 
         var refusal: MountFailure? = nil
         if useNamespace {
@@ -190,6 +195,18 @@ public struct Launcher {
     /// says. The kernel's owner is who mounts (`uid=`/`gid=` are the files' owner, in the tree).
     /// - Returns: the /dev/fuse descriptor and the mount point.
     private static func mountInNamespace(_ request: KernelMount.Request, at place: MountPlace) throws(MountFailure) -> (Int32, String) {
+        try prepareNamespace()
+        let mountpoint: String
+        switch place {
+        case let .made(directory): mountpoint = directory.path
+        case let .inNamespace(cover, name): mountpoint = try makeMountDirectory(over: cover, named: name)
+        }
+        return (try KernelMount.mount(request, on: mountpoint, uid: getuid(), gid: getgid()), mountpoint)
+    }
+
+    /// In the namespace `unshareNamespace` made: maps this user to itself and makes the mounts
+    /// private.
+    private static func prepareNamespace() throws(MountFailure) {
         let uid = getuid(), gid = getgid()
         if geteuid() != 0 {
             _ = writeFile("/proc/self/setgroups", "deny")
@@ -199,12 +216,6 @@ public struct Launcher {
         }
         // On systemd hosts / is shared: without this the mount would propagate to the host.
         if pyzfs_make_mounts_private() != 0 { throw .namespaceDenied("cannot make its mounts private: \(errnoText(errno))") }
-        let mountpoint: String
-        switch place {
-        case let .made(directory): mountpoint = directory.path
-        case let .inNamespace(cover, name): mountpoint = try makeMountDirectory(over: cover, named: name)
-        }
-        return (try KernelMount.mount(request, on: mountpoint, uid: uid, gid: gid), mountpoint)
     }
 
     /// In the private namespace, where no scratch place is writable: mounts a tmpfs over the
@@ -298,13 +309,7 @@ public struct Launcher {
         let directory = try makeMountDirectory(named: layout.mountDirectoryName)
         let mountpoint = directory.path
         let server: Server
-        do {
-            var configuration = opened.serverConfiguration(options)
-            configuration.exitOnSignals = false
-            server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
-                                mountpoint: mountpoint, configuration: configuration)
-            try server.mount()
-        } catch {
+        do { server = try mountInCallersNamespace(opened, options: options, on: mountpoint) } catch {
             directory.remove()
             throw error
         }
@@ -345,11 +350,149 @@ public struct Launcher {
         startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: cleanup)
     }
 
+    /// A session of `pyzfs run`'s server (signals do not end it: the app's end does), mounted
+    /// on `mountpoint` in this namespace.
+    private func mountInCallersNamespace(_ opened: OpenedArchive, options: MountOptions, on mountpoint: String) throws(MountFailure) -> Server {
+        var configuration = opened.serverConfiguration(options)
+        configuration.exitOnSignals = false
+        let server = try Server(operations: Operations(fs: opened.filesystem, archivePath: opened.path, logger: log),
+                                mountpoint: mountpoint, configuration: configuration)
+        try server.mount()
+        return server
+    }
+
     private func fatal(_ message: String, _ directory: MountDirectory) -> Never {
         _ = umount2(directory.path, Int32(MNT_DETACH))
         directory.remove()
         writeAll(2, "pyzfs: \(message)\n")
         _exit(Exit.runFailed)
+    }
+
+    // MARK: warm servers
+
+    /// Runs the app on this archive's warm server (`WarmServers`), started here if none is
+    /// alive. Returns, having changed nothing, where none may be kept or started: the caller
+    /// then mounts afresh as without warm servers. Nothing is kept as PID 1 (the container's
+    /// end would kill the server), with allow_other (others could reach it) or for a `--venv`
+    /// pex (each run writes its venv beside the mount).
+    private func launchWarm(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout, check: (() -> InterpreterFacts?)?) {
+        guard keep > 0, getpid() != 1, !layout.writesVenv, !options.libfuse.contains("allow_other"),
+              let dir = WarmServers.directory(),
+              let key = WarmServers.key(archive: opened.file.fd, optionGroups: optionGroups, mountDirectoryName: layout.mountDirectoryName)
+        else { return }
+        let lockPath = dir + "/" + key + ".lock", socketPath = dir + "/" + key + ".sock"
+        let mountpoint: String
+        do {
+            guard let lock = WarmLock(lockPath, wait: true) else { return }
+            if let attached = WarmServers.attach(socketPath) {
+                mountpoint = attached
+            } else {
+                clearStale(dir: dir, key: key, socketPath: socketPath)
+                guard let started = startWarmServer(opened, options: options, layout: layout, dir: dir, key: key, lockPath: lockPath,
+                                                    socketPath: socketPath) else { return }
+                mountpoint = started
+            }
+            _ = consume lock
+        }
+        StartCheck.warn(check?(), opened: opened)
+        let none = Supervisor.InitCleanup(end: {}, server: nil)
+        if useNamespace {
+            // As on a fresh mount, the app runs in a private mount namespace; its copy of the
+            // warm mount serves it and its processes for as long as they live.
+            var entered = true
+            do { try Self.unshareNamespace() } catch { entered = false }
+            if entered {
+                do { try Self.prepareNamespace() } catch {
+                    writeAll(2, "pyzfs: cannot run \(opened.path) in a private namespace: \(error.explanation)\n")
+                    _exit(Exit.runFailed)
+                }
+                startApp(layout, opened: opened, mountpoint: mountpoint, supervise: false, waitForAll: false, asInit: none)
+            }
+        }
+        // This process stays attached until the app and every process it started have exited.
+        startApp(layout, opened: opened, mountpoint: mountpoint, supervise: true, waitForAll: true, asInit: none)
+    }
+
+    /// Clears what a dead server of `key` left: its socket, and its mounts ("Transport endpoint
+    /// is not connected") and directories. Called holding the key's lock.
+    private func clearStale(dir: String, key: String, socketPath: String) {
+        unlink(socketPath)
+        let prefix = dir + "/" + key + "-"
+        for m in MountTable.current() where m.isPyzfs && m.mountPoint.hasPrefix(prefix) && isDeadMount(m.mountPoint) {
+            Fusermount.detach(m.mountPoint)
+            log.info("cleared the dead warm mount on \(m.mountPoint)")
+        }
+        for name in directoryNames(dir) ?? [] where name.hasPrefix(key + "-") {
+            // Only empty directories go (rmdir): a live mount point is busy.
+            for inner in directoryNames(dir + "/" + name) ?? [] { rmdir(dir + "/" + name + "/" + inner) }
+            rmdir(dir + "/" + name)
+        }
+    }
+
+    /// Mounts in the caller's namespace under `dir` and forks the warm server, attached to
+    /// this process's run.
+    /// - Returns: the mount point once the mount is usable, nil when none could be made (the
+    ///   fresh mount that follows says why).
+    private func startWarmServer(_ opened: OpenedArchive, options: MountOptions, layout: AppLayout, dir: String, key: String,
+                                 lockPath: String, socketPath: String) -> String? {
+        // Where this mount would be refused, the fresh mount after says why, once.
+        guard fuseUnavailable() == nil, Self.deviceRefusal() == nil, let outer = makeUniqueDirectory(in: dir, prefix: key) else { return nil }
+        var made = [outer]
+        if let name = layout.mountDirectoryName {
+            guard mkdir(outer + "/" + name, 0o700) == 0 else { rmdir(outer); return nil }
+            made.insert(outer + "/" + name, at: 0)
+        }
+        let directory = MountDirectory(made: made)
+        let mountpoint = directory.path
+        let server: Server
+        do { server = try mountInCallersNamespace(opened, options: options, on: mountpoint) } catch {
+            log.debug("no warm server for \(opened.path): \(error.explanation)")
+            directory.remove()
+            return nil
+        }
+        // The mount belongs to the server process from here: this process never unmounts it
+        // through the session (its deinit would).
+        _ = Unmanaged.passRetained(server)
+        let listener = listenOn(socketPath)
+        let pidfd = pyzfs_pidfd_open(getpid())
+        let callerError = fcntl(2, F_DUPFD_CLOEXEC, 3)
+        var ready: [Int32] = [-1, -1]
+        func abandon() -> String? {
+            for fd in [listener, pidfd, callerError, ready[0], ready[1], server.fd] where fd >= 0 { close(fd) }
+            Fusermount.detach(mountpoint)
+            unlink(socketPath)
+            directory.remove()
+            return nil
+        }
+        guard listener >= 0, pidfd >= 0, callerError >= 0, makePipe(&ready) else { return abandon() }
+        let first = fork()
+        if first < 0 { return abandon() }
+        if first == 0 {
+            if fork() != 0 { _exit(0) }
+            close(ready[0])
+            detachFromCaller(keeping: [listener, ready[1], opened.file.fd, server.fd, pidfd, callerError], logFD: openLogFile(options))
+            // Before the first thread: unmounting at the end needs CAP_SYS_ADMIN as root.
+            Privileges.dropForServing(keep: [.sysAdmin, .dacReadSearch])
+            let keeper = WarmKeeper(listener: listener, socketPath: socketPath, lockPath: lockPath, mountpoint: mountpoint, keep: keep)
+            keeper.start(first: (pidfd, callerError))
+            let readyFD = ready[1]
+            _ = server.run(onReady: { signalReady(readyFD) })
+            keeper.finish()
+            directory.remove()
+            log.info("warm server of \(opened.path) ended; removed \(mountpoint)")
+            _exit(0)
+        }
+        var status: Int32 = 0
+        waitpid(first, &status, 0)
+        for fd in [listener, pidfd, callerError, ready[1], server.fd] { close(fd) }
+        let usable = waitForReady(ready[0])
+        close(ready[0])
+        if !usable {
+            Fusermount.detach(mountpoint)
+            directory.remove()
+            return nil
+        }
+        return mountpoint
     }
 
     // MARK: running the app

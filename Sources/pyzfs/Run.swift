@@ -29,6 +29,17 @@ struct RunCommand: ParsableCommand {
         such as sudo); pyzfs then stays as the app's parent and returns once the app and all its \
         processes have exited.
 
+        Warm servers: once the app and its processes have exited the mount is kept for \
+        --keep (default 5m, or $PYZFS_KEEP), and a later run of the same archive by the same \
+        user with the same options uses that same mount, so the kernel's caches and the \
+        bytecode Python compiled carry over: a later start costs what a start from an \
+        installed tree does. The mount is in the caller's namespace under /run/pyzfs (root) or \
+        $XDG_RUNTIME_DIR/pyzfs, a directory only that user may enter (each app still runs in \
+        a private namespace of its own); a changed or replaced archive gets a new server. \
+        Nothing is kept with --keep=0, as PID 1, with -o allow_other, for a --venv pex, or for \
+        a user without XDG_RUNTIME_DIR. 'pyzfs list' shows warm servers (mode ...,warm); \
+        'pyzfs unmount --warm' ends them.
+
         As PID 1 (a container) pyzfs acts as a minimal init, as tini does: it forwards SIGTERM, \
         SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the app, reaps orphans, and exits with \
         the app's status. The server ignores SIGTERM, SIGINT and SIGHUP: it ends with the app.
@@ -57,6 +68,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("What to do where FUSE is unavailable: extract (into a cache) or none (fail; the default, or $PYZFS_FALLBACK).", valueName: "mode"))
     var fallback: String?
 
+    @Option(help: ArgumentHelp("How long to keep the mount for later runs once the app has exited: seconds, or with s, m or h (default 5m, or $PYZFS_KEEP; 0: keep nothing).", valueName: "duration"))
+    var keep: String?
+
     @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, as for pyzfs mount.", valueName: "options"))
     var options: [String] = []
 
@@ -68,16 +82,20 @@ struct RunCommand: ParsableCommand {
     var arguments: [String] = []
 
     /// The options that take the next word as their value.
-    static let valueOptions: Set<String> = ["--python", "--fallback", "-o"]
+    static let valueOptions: Set<String> = ["--python", "--fallback", "--keep", "-o"]
 
     func run() throws {
         let fallbackMode = fallback ?? readEnvironment("PYZFS_FALLBACK") ?? "none"
         guard fallbackMode == "extract" || fallbackMode == "none" else {
             throw Failure(Exit.runFailed, "unknown --fallback '\(fallbackMode)': use extract or none")
         }
+        let keepText = keep ?? readEnvironment("PYZFS_KEEP")
+        guard let keepSeconds = keepText.map(WarmServers.parseKeep) ?? WarmServers.defaultKeep else {
+            throw Failure(Exit.runFailed, "bad keep time '\(keepText ?? "")'\(keep == nil ? " in PYZFS_KEEP" : ""): use seconds or a number with s, m or h (90, 90s, 10m, 1h; 0 keeps nothing)")
+        }
         let launcher = Launcher(archive: archive, python: python, useNamespace: !noNamespace,
                                 fallbackToExtract: fallbackMode == "extract", optionGroups: options,
-                                arguments: arguments.first == "--" ? Array(arguments.dropFirst()) : arguments)
+                                arguments: arguments.first == "--" ? Array(arguments.dropFirst()) : arguments, keep: keepSeconds)
         launcher.launch()
     }
 }

@@ -242,6 +242,36 @@ struct OtherUserTests {
         #expect(r.stderr.contains("/dev/fuse cannot be opened (Permission denied)") && r.stderr.contains("--fallback=extract"), "\(r)")
     }
 
+    @Test("a normal user's warm server: under XDG_RUNTIME_DIR/pyzfs (0700), reused by the next run, listed, ended by unmount --warm; nothing kept without XDG_RUNTIME_DIR",
+          .enabled(if: getuid() == 0, "needs root to make a /dev/fuse node in a private mount namespace"))
+    func normalUserWarmServer() throws {
+        let dir = try Self.userWorkspace("user-warm")
+        defer { removeTree(dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/runtime", withIntermediateDirectories: false)
+        chown(dir + "/runtime", 65534, 65534)
+        chmod(dir + "/runtime", 0o700)
+        let user = "setpriv --reuid=65534 --regid=65534 --clear-groups env PYZFS_KEEP=60 XDG_RUNTIME_DIR=\(dir)/runtime"
+        let pyzfs = TestEnvironment.binary
+        let script = """
+        mount --bind \(dir)/fuse /dev/fuse || exit 90
+        \(countPyzfsMounts)
+        \(user) \(pyzfs) run \(dir)/app.pyz -- print one; echo "first $?"
+        \(user) \(pyzfs) run \(dir)/app.pyz -- print two; echo "later $?"
+        grep -c " \(dir)/runtime/pyzfs/[0-9a-f]*-[^ ]* fuse.pyzfs .*user_id=65534" /proc/self/mounts
+        stat -c "mode %a" \(dir)/runtime/pyzfs
+        \(user) \(pyzfs) list | grep -c ",warm"
+        \(user) \(pyzfs) unmount --warm; echo "unmount $?"
+        setpriv --reuid=65534 --regid=65534 --clear-groups env -u XDG_RUNTIME_DIR PYZFS_KEEP=60 \(pyzfs) run \(dir)/app.pyz -- print three; echo "unkept $?"
+        pyzfs_mounts
+        """
+        let r = run(inPrivateNamespace(script, pidNamespace: true), timeout: 120)
+        let mounts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("args ") }.map { $0.components(separatedBy: " mount ").last?.split(separator: " ").first ?? "" }
+        #expect(mounts.count == 3 && mounts[0] == mounts[1] && mounts[0].hasPrefix("\(dir)/runtime/pyzfs/") && mounts[2] != mounts[0], "\(r)")
+        for expected in ["first 0\nargs", "later 0\n1\nmode 700\n1\nunmount 0\n", "unkept 0\n0\n"] {
+            #expect(r.stdout.contains(expected), "\(expected): \(r)")
+        }
+    }
+
     @Test("a normal user with no writable scratch place (read-only /tmp) runs an app through a user namespace, its mount point in a private read-only tmpfs over /tmp; --no-namespace still refuses",
           .enabled(if: getuid() == 0, "needs root to make a /dev/fuse node and a read-only /tmp in a private mount namespace"))
     func normalUserWithoutScratch() throws {

@@ -21,3 +21,14 @@ struct SupervisorTests {
         #expect(Supervisor.listedChildren()?.contains(child.pid) == false)
     }
 }
+
+@Suite("warm server keep times")
+struct KeepTimeTests {
+    @Test("seconds and s, m, h; anything else refused", arguments: [
+        ("0", 0.0), ("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("0.25", 0.25), ("365d", nil), ("", nil), ("m", nil),
+        ("-1", nil), ("1e3", nil), ("5x", nil), (" 5", nil), ("inf", nil), ("nan", nil), ("9999999h", nil), ("١٢", nil),
+    ] as [(String, Double?)])
+    func parse(text: String, seconds: Double?) {
+        #expect(WarmServers.parseKeep(text) == seconds, "\(text)")
+    }
+}

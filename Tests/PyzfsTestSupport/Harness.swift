@@ -49,13 +49,21 @@ public enum TestEnvironment {
     public static var canMount: Bool { mountUnavailableReason == nil }
 }
 
+/// The environment programs under test get: this process's, with `PYZFS_KEEP=0` unless set,
+/// so that a `pyzfs run` keeps no warm server (a test of warm servers asks for one, and ends it).
+public func testEnvironment() -> [String: String] {
+    var env = ProcessInfo.processInfo.environment
+    if env["PYZFS_KEEP"] == nil { env["PYZFS_KEEP"] = "0" }
+    return env
+}
+
 /// Runs a program to completion (killed after `timeout` seconds) and collects its output.
 /// The child gets only stdin, stdout and stderr: every other descriptor of the test process is
 /// closed, so a daemon it starts cannot hold this process's pipes.
 @discardableResult
 public func run(_ argv: [String], environment: [String: String]? = nil, cwd: String? = nil,
                 stdin: String? = nil, timeout: Double = 300) -> RunResult {
-    var env = ProcessInfo.processInfo.environment
+    var env = testEnvironment()
     for (k, v) in environment ?? [:] { env[k] = v }
     var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
     guard pipe(&outPipe) == 0, pipe(&errPipe) == 0, pipe(&inPipe) == 0 else {
@@ -257,7 +265,7 @@ public final class Spawned: @unchecked Sendable {
 /// Starts `argv` in the background with stdin from /dev/null and every other descriptor closed.
 public func spawn(_ argv: [String], environment: [String: String]? = nil, cwd: String? = nil) -> Spawned {
     let directory = makeTemporaryDirectory("spawn")
-    var env = ProcessInfo.processInfo.environment
+    var env = testEnvironment()
     for (k, v) in environment ?? [:] { env[k] = v }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)

@@ -31,4 +31,12 @@ int pyzfs_syncfs(int fd);
 /// Whether the file system holding `path` is mounted noexec (statvfs's ST_NOEXEC): 1, 0, or -1
 /// with errno.
 int pyzfs_is_noexec(const char *path);
+/// pidfd_open(2) of process `pid`: a descriptor that polls readable once the process has exited
+/// (a warm server's record of a run attached to it; it stays valid across the run's exec).
+int pyzfs_pidfd_open(int pid);
+/// The uid of the process at the other end of Unix socket `socket` (SO_PEERCRED); -1 on error.
+long pyzfs_peer_uid(int socket);
+/// Whether `path` is on a FUSE file system whose server answers (statfs(2) works and says
+/// FUSE_SUPER_MAGIC): 1, else 0 (a dead server's mount says ENOTCONN).
+int pyzfs_is_live_fuse(const char *path);
 #endif
