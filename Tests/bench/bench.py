@@ -133,9 +133,12 @@ print(time.perf_counter() - start)
 
 def child_env() -> dict:
     """The environment of every command: PYTHONDONTWRITEBYTECODE removed (users don't set it, and
-    it would stop python3 from writing pycs where it can), this interpreter's directory first."""
+    it would stop python3 from writing pycs where it can), PYZFS_KEEP=0, this interpreter's
+    directory first."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # A fresh mount per `pyzfs run` unless a row keeps a warm server (pyzfs_run sets its own).
+    env["PYZFS_KEEP"] = "0"
     env["PATH"] = os.path.dirname(PYTHON) + os.pathsep + env.get("PATH", "")
     return env
 
@@ -914,7 +917,7 @@ def proc_cpu(pid: int | None) -> float | None:
 
 
 def pyzfs_stats(pyzfs, mnt) -> dict | None:
-    """`pyzfs stats --json MOUNT`: the server's pid and its counters (no FUSE request count)."""
+    """`pyzfs stats --json MOUNT`: the server's pid and its counters (`requests`: FUSE requests, from the warm-server commit on)."""
     r = run([pyzfs, "stats", "--json", mnt], 30)
     with contextlib.suppress(ValueError):
         s = json.loads(r.out) if r.ok else None
@@ -932,7 +935,7 @@ class StartCost:
     """What each start cost apart from wall time, which does not depend on the machine's mood:
     the app's CPU (children's rusage), the server's CPU (/proc/PID/stat of the server found via
     the mount) and the server's counters from `pyzfs stats`, as differences over one start."""
-    COUNTERS = ("hits", "misses", "decompressions", "pycs_written")
+    COUNTERS = ("requests", "hits", "misses", "decompressions", "pycs_written")
 
     def __init__(self):
         self.app: list[float] = []
@@ -970,12 +973,14 @@ class StartCost:
         elif self.no_server:
             parts.append("server CPU not measured (no mount left after the start: no warm server)")
         got = {k: statistics.median(v) for k, v in self.counters.items() if v}
+        if "requests" in got:
+            parts.append(f"FUSE requests {got['requests']:.0f} (with 1-2 of pyzfs stats's own reads)")
+        elif self.server or got:
+            parts.append("FUSE requests: not counted by this pyzfs stats")
         if got:
             parts.append(f"cache hits {got.get('hits', 0):.0f}, misses {got.get('misses', 0):.0f}, "
                          f"decompressions {got.get('decompressions', 0):.0f}, "
                          f"pycs written {got.get('pycs_written', 0):.0f}")
-        if self.server or got:
-            parts.append("FUSE requests: pyzfs stats counts none")
         return ("per start (medians): " + ", ".join(parts)) if parts else None
 
 
