@@ -1118,7 +1118,7 @@ class Bench:
                 row.note(check_app(run([PYTHON, m.path], APP_TIMEOUT)))
                 n = compiled_from_source([m.path])
                 row.note(f"{n} modules compiled from source per start" if n else None)
-                measure(row, runs, lambda i: self.app_run(m.path), base)
+                measure(row, runs, lambda i: self.app_run(m.path, cpu=row.app_cpu), base)
         except Unavailable as e:
             row.skipped = str(e)
         except BenchError as e:
