@@ -30,11 +30,19 @@ public struct InspectionReport: Codable {
     var timestampPycs: Int
     var hashPycs: Int
     var sourcesWithoutBytecode: Int
+    /// `.py` sources (other than `__main__.py`) and those with no pyc this interpreter loads: none
+    /// in `__pycache__` with its cache tag (any tag when the interpreter did not answer) and no
+    /// legacy `NAME.pyc` beside the source.
+    var sources: Int
+    var sourcesWithoutBytecodeForInterpreter: Int
     public var undecodable: [String]
     public var encrypted: [String]
     var outOfTreeSymlinks: [String]
     public var skippedNames: [String]
     public var problems: [String]
+
+    /// Whether most sources have no pyc the interpreter loads (shiv and pex archives, plain zipapps).
+    public var lacksBytecode: Bool { sources > 0 && sourcesWithoutBytecodeForInterpreter * 2 > sources }
 
     public var text: String {
         var t: [String] = []
@@ -66,6 +74,10 @@ public struct InspectionReport: Codable {
             t.append("executables stored compressed: \(inflated.count) (\(formatSize(size))), each inflated whole on first run; pyzfs optimize stores them")
         }
         t.append("bytecode: \(timestampPycs) timestamp pycs, \(hashPycs) hash-based pycs, \(sourcesWithoutBytecode) sources without bytecode")
+        if lacksBytecode {
+            let tag = interpreter?.cacheTag.map { " for \($0)" } ?? ""
+            t.append("most sources lack bytecode\(tag): \(sourcesWithoutBytecodeForInterpreter) of \(sources), each compiled on every start (once per mount with the in-memory __pycache__); pyzfs optimize adds it")
+        }
         t.append("members the linked libraries cannot decompress: \(undecodable.isEmpty ? "none" : undecodable.joined(separator: ", "))")
         t.append("encrypted members: \(encrypted.isEmpty ? "none" : encrypted.joined(separator: ", "))")
         t.append("symlinks out of the archive (hidden): \(outOfTreeSymlinks.isEmpty ? "none" : outOfTreeSymlinks.joined(separator: ", "))")
@@ -163,6 +175,7 @@ public struct Inspector {
             if inLibs || !name.hasSuffix(".so") { libraries.append(item) } else { extensions.append(item) }
         }
         let sources = fs.bytecode.sources(in: tree)
+        let forInterpreter = sourcesWithoutBytecode(cacheTag: facts?.cacheTag)
         let hidden = tree.warnings.filter { $0.reason.hasPrefix("hidden: the symlink") }.map(\.name)
         let skipped = tree.warnings.filter { $0.reason.hasPrefix("skipped") }.map(\.description)
 
@@ -182,8 +195,30 @@ public struct Inspector {
             entryPoint: entryPoint, interpreter: facts, interpreterPath: interpreterPath, interpreterNote: note,
             distributions: distributions, extensions: extensions, sharedLibraries: libraries,
             compressedSharedLibraryBytes: compressedBytes, executables: executables, timestampPycs: timestamp, hashPycs: hashed,
-            sourcesWithoutBytecode: sources.withoutBytecode, undecodable: undecodable, encrypted: encrypted,
+            sourcesWithoutBytecode: sources.withoutBytecode, sources: sources.total,
+            sourcesWithoutBytecodeForInterpreter: forInterpreter, undecodable: undecodable, encrypted: encrypted,
             outOfTreeSymlinks: hidden, skippedNames: skipped, problems: problems)
+    }
+
+    /// How many `.py` sources (not `__main__.py`) have neither `__pycache__/NAME.TAG[.opt-N].pyc`
+    /// for `cacheTag` (any pyc there when nil) nor a legacy `NAME.pyc` beside them.
+    func sourcesWithoutBytecode(cacheTag: String?) -> Int {
+        let tagged = cacheTag.map { Array(".\($0).".utf8) }
+        var without = 0
+        for (i, node) in tree.nodes.enumerated() where node.kind == .file && !node.isHidden {
+            let name = tree.name(of: i)
+            guard name.count > 3, name.suffix(3).elementsEqual(".py".utf8), !name.elementsEqual("__main__.py".utf8) else { continue }
+            let pycs = fs.bytecode.candidates[UInt32(i)] ?? []
+            let fits = pycs.contains { pyc in
+                guard let tagged else { return true }
+                // NAME.TAG.pyc or NAME.TAG.opt-N.pyc: ".TAG." follows the source's stem.
+                let pycName = Array(tree.name(of: Int(pyc)))
+                return pycName[(name.count - 3)...].starts(with: tagged)
+            }
+            let legacy = (Array(name) + [UInt8(ascii: "c")]).withUnsafeBytes { tree.child(of: Int(node.parent), named: $0) }
+            if !fits && legacy.map({ tree.nodes[$0].kind == .file }) != true { without += 1 }
+        }
+        return without
     }
 
     func distribution(_ i: Int, name: String, facts: InterpreterFacts?) -> InspectionReport.Distribution {

@@ -123,6 +123,54 @@ struct InspectTests {
         #expect(!quiet.stderr.contains("cannot load"), "\(quiet)")
     }
 
+    @Test("most sources without bytecode for this interpreter (shiv, pex, other tags) get the hint; pycs or pyzfs optimize end it")
+    func bytecodeHint() throws {
+        let dir = makeTemporaryDirectory("inspect")
+        defer { removeTree(dir) }
+        // Sources as shiv packs them (no pycs); the same with the pycs of this python3 written
+        // as pip does; with pycs of another tag only (cpython-30); with legacy NAME.pyc files.
+        let script = """
+        import importlib.util, py_compile, sys, zipfile
+        kind, tag = sys.argv[2], sys.implementation.cache_tag
+        with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("__main__.py", "import pkg\\n")
+            for i in range(6):
+                name = "pkg/%s.py" % ("__init__" if i == 0 else "m%d" % i)
+                z.writestr(name, "X = %d\\n" % i)
+                pyc = importlib.util.MAGIC_NUMBER + bytes(12)
+                if kind == "pycs" or (kind == "some" and i < 2):
+                    z.writestr(importlib.util.cache_from_source(name), pyc)
+                elif kind == "othertag":
+                    z.writestr(importlib.util.cache_from_source(name).replace(tag, "cpython-30"), pyc)
+                elif kind == "legacy":
+                    z.writestr(name + "c", pyc)
+        """
+        let python = run(["python3", "-c", "import os, sys; print(os.path.realpath(sys.executable))"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let hint = "most sources lack bytecode for "
+        func inspect(_ kind: String) throws -> String {
+            let app = dir + "/\(kind).pyz"
+            let made = run(["python3", "-c", script, app, kind])
+            try #require(made.status == 0, "\(made)")
+            return run([pyzfs, "inspect", "--python", python, app]).stdout
+        }
+        for kind in ["shiv", "othertag", "some"] {
+            let out = try inspect(kind)
+            #expect(out.contains(hint) && out.contains("pyzfs optimize adds it"), "\(kind):\n\(out)")
+        }
+        #expect(try inspect("shiv").contains(": 6 of 6, "))
+        #expect(try inspect("some").contains(": 4 of 6, "))
+        for kind in ["pycs", "legacy"] {
+            let out = try inspect(kind)
+            #expect(!out.contains(hint), "\(kind):\n\(out)")
+        }
+        let optimized = dir + "/optimized.pyz"
+        let o = run([pyzfs, "optimize", "--python", python, dir + "/shiv.pyz", optimized])
+        try #require(o.status == 0, "\(o)")
+        let after = run([pyzfs, "inspect", "--python", python, optimized]).stdout
+        #expect(!after.contains(hint), "\(after)")
+    }
+
     @Test("undecodable, encrypted members and out-of-tree symlinks are listed")
     func otherFindings() throws {
         let methods = run([pyzfs, "inspect", Fixtures.shared.archive("methods")])
