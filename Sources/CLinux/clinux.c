@@ -7,8 +7,10 @@
 #include <sys/syscall.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -17,6 +19,7 @@
 #include <sys/signalfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clinux.h"
@@ -133,4 +136,53 @@ int pyzfs_termination_signalfd(void) {
     sigaddset(&set, SIGHUP);
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return -1;
     return signalfd(-1, &set, SFD_CLOEXEC);
+}
+
+static void pyzfs_ignore_signal(int signal) { (void)signal; }
+
+int pyzfs_flock_within(int fd, int milliseconds) {
+    // A timer aimed at this thread alone (SIGEV_THREAD_ID) interrupts the blocking flock with
+    // EINTR: no polling, and other threads' signals are untouched.
+    struct sigaction quiet, old;
+    memset(&quiet, 0, sizeof quiet);
+    quiet.sa_handler = pyzfs_ignore_signal;  // no SA_RESTART: flock returns EINTR
+    sigemptyset(&quiet.sa_mask);
+    if (sigaction(SIGALRM, &quiet, &old) != 0) return -1;
+    sigset_t alarm, mask;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    pthread_sigmask(SIG_UNBLOCK, &alarm, &mask);
+    struct sigevent event;
+    memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = SIGALRM;
+    event._sigev_un._tid = gettid();
+    timer_t timer;
+    int result = -1, saved = 0;
+    if (timer_create(CLOCK_MONOTONIC, &event, &timer) == 0) {
+        struct itimerspec when;
+        memset(&when, 0, sizeof when);
+        when.it_value.tv_sec = milliseconds / 1000;
+        when.it_value.tv_nsec = (long)(milliseconds % 1000) * 1000000L;
+        // Re-armed every 10 ms after the first expiry: an alarm that fired just before flock
+        // blocked would otherwise be lost and the wait unbounded.
+        when.it_interval.tv_nsec = 10000000L;
+        if (timer_settime(timer, 0, &when, NULL) == 0) {
+            struct timespec start, now;
+            clock_gettime(CLOCK_MONOTONIC, &start);
+            while ((result = flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                long elapsed = (now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L;
+                if (elapsed >= milliseconds) { errno = ETIMEDOUT; break; }
+            }
+        }
+        saved = errno;
+        timer_delete(timer);
+    } else {
+        saved = errno;
+    }
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    errno = saved;
+    return result;
 }

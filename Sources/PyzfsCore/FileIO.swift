@@ -18,7 +18,13 @@ public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
 /// Writes a whole string to a descriptor, as `writeAll(_:_:)` writes bytes.
 @discardableResult
 public func writeAll(_ fd: Int32, _ text: String) -> Bool {
-    Array(text.utf8).withUnsafeBytes { writeAll(fd, $0) }
+    writeAll(fd, Array(text.utf8))
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR; false on error.
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { writeAll(fd, $0) }
 }
 
 /// Reads a descriptor to its end (EINTR retried), at most `limit` bytes; what was read before

@@ -391,7 +391,12 @@ public struct Launcher {
         let mountpoint: String
         var check: (() -> InterpreterFacts?)? = nil
         do {
-            guard let lock = WarmLock(lockPath, wait: true) else { return }
+            guard let lock = WarmLock(lockPath, waitingAtMost: WarmLock.longestWait) else {
+                if errno == ETIMEDOUT {
+                    log.warning("another pyzfs run has held \(lockPath) for \(Int(WarmLock.longestWait)) s (fuser -v \(lockPath) names it): running \(opened.path) on a mount of its own")
+                }
+                return
+            }
             switch WarmServers.attach(socketPath) {
             case let .attached(attached):
                 mountpoint = attached

@@ -104,11 +104,8 @@ public enum WarmServers {
     /// process's pidfd (the run stays attached until it exits, across its exec) and stderr
     /// (for the server's warnings while it runs).
     static func attach(_ socketPath: String) -> Attachment {
-        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { return .failed }
+        guard let s = connectedSocket(socketPath) else { return errno == ECONNREFUSED || errno == ENOENT ? .none : .failed }
         defer { close(s) }
-        guard let address = unixAddress(socketPath) else { return .failed }
-        guard connect(s, address) else { return errno == ECONNREFUSED || errno == ENOENT ? .none : .failed }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)  // a stopped server is not waited for
         _ = setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let pidfd = pyzfs_pidfd_open(getpid())
@@ -117,11 +114,27 @@ public enum WarmServers {
         guard pyzfs_send_descriptor(s, pidfd) == 0, pyzfs_send_descriptor(s, 2) == 0 else { return .failed }
         errno = 0
         let reply = readAll(s)
-        // End of file without an answer: the server stopped taking runs as this one connected.
-        guard !reply.isEmpty else { return errno == EAGAIN || errno == EWOULDBLOCK ? .failed : .none }
-        let mountpoint = String(decoding: reply, as: UTF8.self)
-        // A server whose mount was detached (pyzfs unmount) answers until its last copy goes.
-        return isLiveMount(mountpoint) ? .attached(mountpoint) : .none
+        switch reply.first {
+        case Reply.attached:
+            let mountpoint = String(decoding: reply.dropFirst(), as: UTF8.self)
+            // A server whose mount was detached (pyzfs unmount) answers until its last copy goes.
+            return isLiveMount(mountpoint) ? .attached(mountpoint) : .none
+        case Reply.refused:
+            return .failed  // alive, and out of descriptors: its names stay
+        default:
+            // End of file without an answer: the server ended (killed, or its session over) as
+            // this run connected.
+            return reply.isEmpty && errno != EAGAIN && errno != EWOULDBLOCK ? .none : .failed
+        }
+    }
+
+    /// The first byte of a server's answer to an attaching run.
+    enum Reply {
+        /// Attached; the mount point follows.
+        static let attached = UInt8(ascii: "A")
+        /// Not attached (the server is out of descriptors): the run mounts afresh and leaves the
+        /// server alone.
+        static let refused = UInt8(ascii: "R")
     }
 
     /// Clears what a dead server of `key` left in `dir`: its socket, its mounts ("Transport
@@ -167,7 +180,11 @@ public enum WarmServers {
             return key.count == 32 && key.allSatisfy(\.isHexDigit) ? String(key) : nil
         })
         for key in keys {
-            guard let lock = WarmLock(dir + "/" + key + ".lock", wait: true) else { continue }
+            guard let lock = WarmLock(dir + "/" + key + ".lock", waitingAtMost: WarmLock.longestWait) else {
+                let path = dir + "/" + key + ".lock"
+                failure = failure ?? Failure(Exit.busy, "cannot clear the warm server \(key): a pyzfs run has held \(path) for \(Int(WarmLock.longestWait)) s (fuser -v \(path) names it); retry once it is done, or end it")
+                continue
+            }
             if attachable(dir + "/" + key + ".sock") { continue }  // started since: not ours to end
             clearStale(dir: dir, key: key)
             unlink(dir + "/" + key + ".lock")
@@ -178,9 +195,9 @@ public enum WarmServers {
 
     /// Whether a server listens on `socketPath` (a connection is refused where none does).
     static func attachable(_ socketPath: String) -> Bool {
-        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        defer { if s >= 0 { close(s) } }
-        return s >= 0 && connect(s, unixAddress(socketPath))
+        guard let s = connectedSocket(socketPath) else { return false }
+        close(s)
+        return true
     }
 
     /// The mount points of this user's warm servers.
@@ -196,14 +213,31 @@ public enum WarmServers {
 struct WarmLock: ~Copyable {
     let fd: Int32
 
-    /// Waits for the lock (`wait`), or tries it once; nil when it cannot be had.
-    init?(_ path: String, wait: Bool) {
+    /// How long a run waits for another run's server start: far longer than a mount of the
+    /// largest archive takes, so that only a stopped or stuck holder runs it out.
+    static let longestWait = 10.0
+
+    /// Takes the lock, waiting at most `seconds` (0: tries once); nil when it cannot be had,
+    /// with errno ETIMEDOUT when the wait ran out.
+    init?(_ path: String, waitingAtMost seconds: Double) {
+        let deadline = monotonicSeconds() + seconds
         while true {
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else { return nil }
+            let left = Int32(max(0, (deadline - monotonicSeconds()) * 1000))
             var r: Int32
-            repeat { r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) } while r != 0 && errno == EINTR
-            guard r == 0 else { close(fd); return nil }
+            if left > 0 {
+                r = pyzfs_flock_within(fd, left)
+            } else {
+                repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
+                if r != 0 && errno == EWOULDBLOCK && seconds > 0 { errno = ETIMEDOUT }
+            }
+            guard r == 0 else {
+                let cause = errno
+                close(fd)
+                errno = cause
+                return nil
+            }
             var held = stat(), named = stat()
             if fstat(fd, &held) == 0 && stat(path, &named) == 0 && held.st_ino == named.st_ino && held.st_dev == named.st_dev {
                 self.fd = fd
@@ -229,6 +263,8 @@ final class WarmKeeper: Sendable {
     /// A signalfd of SIGTERM, SIGINT and SIGHUP (-1: none): once one arrives nothing is kept.
     let signals: Int32
     private let socketInode: ino_t
+    /// A descriptor kept spare, closed to take a connection when the process has no other.
+    private let reserve = Mutex<Int32>(open("/dev/null", O_RDONLY | O_CLOEXEC))
 
     init(listener: Int32, socketPath: String, lockPath: String, mountpoint: String, keep: Double, signals: Int32) {
         self.signals = signals
@@ -243,6 +279,13 @@ final class WarmKeeper: Sendable {
 
     /// Serves on its own thread from now on; `first` is the run that started the server.
     func start(first: (pidfd: Int32, stderr: Int32)) {
+        // Each attached run holds two descriptors here (its pidfd and stderr): the soft limit
+        // (1,024 by default) is raised to the hard one, as servers do; poll(2) has no FD_SETSIZE.
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
         let thread = WorkerPool(name: "warm", count: 1)
         thread.submit { self.serve(first: first) }
     }
@@ -285,23 +328,36 @@ final class WarmKeeper: Sendable {
         Fusermount.detach(mountpoint)
     }
 
-    /// Takes one attaching run: same user only; its pidfd and stderr, answered with the mount point.
+    /// Takes one attaching run: same user only; its pidfd and stderr, answered with the mount
+    /// point. Out of descriptors, the run is told so (`Reply.refused`) and mounts afresh.
     private func accept() -> (pidfd: Int32, stderr: Int32)? {
-        let c = Glibc.accept(listener, nil, nil)
+        var c = Glibc.accept(listener, nil, nil)
+        if c < 0 && (errno == EMFILE || errno == ENFILE) {
+            // The connection would stay queued and poll report it at once, forever: the spare
+            // descriptor makes room to take it and say no.
+            reserve.withLock { spare in
+                close(spare)
+                c = Glibc.accept(listener, nil, nil)
+                if c >= 0 { writeAll(c, [WarmServers.Reply.refused]); close(c); c = -1 }
+                spare = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            }
+            log.warning("refused a run on the warm server of \(mountpoint): out of file descriptors (ulimit -n)")
+        }
         guard c >= 0 else { return nil }
         defer { close(c) }
         guard pyzfs_peer_uid(c) == Int(getuid()) else {
             log.warning("refused a run of uid \(pyzfs_peer_uid(c)) on the warm server of \(mountpoint)")
+            writeAll(c, [WarmServers.Reply.refused])
             return nil
         }
         var timeout = timeval(tv_sec: 2, tv_usec: 0)  // a stuck client is not waited for
         _ = setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let pidfd = pyzfs_receive_descriptor(c)
-        guard pidfd >= 0 else { return nil }
-        let stderr = pyzfs_receive_descriptor(c)
-        guard stderr >= 0, writeAll(c, mountpoint) else {
-            close(pidfd)
+        let stderr = pidfd >= 0 ? pyzfs_receive_descriptor(c) : -1
+        guard pidfd >= 0, stderr >= 0, writeAll(c, [WarmServers.Reply.attached] + Array(mountpoint.utf8)) else {
+            if pidfd >= 0 { close(pidfd) }
             if stderr >= 0 { close(stderr) }
+            writeAll(c, [WarmServers.Reply.refused])
             return nil
         }
         return (pidfd, stderr)
@@ -310,7 +366,7 @@ final class WarmKeeper: Sendable {
     /// Under the lock, with no run connecting: removes the socket and the lock, so later runs
     /// start a server of their own. false: a run is attaching.
     private func stopTakingRuns() -> Bool {
-        guard let lock = WarmLock(lockPath, wait: false) else { return false }
+        guard let lock = WarmLock(lockPath, waitingAtMost: 0) else { return false }
         var pending = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
         if poll(&pending, 1, 0) > 0 { return false }
         removeNames(lock)
@@ -325,17 +381,29 @@ final class WarmKeeper: Sendable {
     }
 
     /// At the session's end (idle, or unmounted from outside): the names go, under the lock.
+    /// Where a stuck run holds it, they stay, for the next run to clear (its connection is
+    /// refused then).
     func finish() {
-        if let lock = WarmLock(lockPath, wait: true) { removeNames(lock) }
+        if let lock = WarmLock(lockPath, waitingAtMost: WarmLock.longestWait) { removeNames(lock) }
     }
 }
 
-/// connect(2) of `s` to `address`; false when there is none (a path too long) or it fails.
-func connect(_ s: Int32, _ address: sockaddr_un?) -> Bool {
-    guard var address else { return false }
-    return withUnsafePointer(to: &address) {
+/// A Unix stream socket (close-on-exec) connected to `path`; nil with errno when it cannot be
+/// made or connected (ENAMETOOLONG: a path too long for an address).
+func connectedSocket(_ path: String) -> Int32? {
+    guard var address = unixAddress(path) else { errno = ENAMETOOLONG; return nil }
+    let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard s >= 0 else { return nil }
+    let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
     }
+    guard connected else {
+        let cause = errno
+        close(s)
+        errno = cause
+        return nil
+    }
+    return s
 }
 
 /// The Unix socket address of `path`; nil when it is too long for one.

@@ -28,6 +28,9 @@ struct WarmTests {
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)  # the caller's pipes are not held
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
                 while not os.path.exists(sys.argv[2]):
                     time.sleep(0.01)
                 try:
@@ -382,5 +385,100 @@ struct WarmTests {
         #expect(eventually { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/pyzfs")) ?? []).isEmpty },
                 "left: \((try? FileManager.default.contentsOfDirectory(atPath: "/run/pyzfs")) ?? [])")
         #expect(run([pyzfs, "unmount", "--warm", "/x"]).status == 64)
+    }
+
+    /// The server of `mount`'s pid (from `pyzfs stats`), and its CPU ticks (utime + stime).
+    func server(of mount: String) -> (pid: String, ticks: () -> Int) {
+        let pid = run([pyzfs, "stats", mount]).stdout.split(separator: "\n").first { $0.hasPrefix("pid: ") }.map { String($0.dropFirst(5)) } ?? ""
+        return (pid, {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : -1
+        })
+    }
+
+    /// `KEY.sock` beside the warm mount `mount` (/run/pyzfs/KEY-XXXXXX[/name]).
+    func socketPath(of mount: String) -> String {
+        let component = mount.dropFirst("/run/pyzfs/".count).prefix(32)
+        return "/run/pyzfs/\(component).sock"
+    }
+
+    @Test("a server out of file descriptors refuses runs, which mount afresh; it stays, idle on its socket, for later runs",
+          arguments: [40, 41])
+    func outOfDescriptors(limit: Int) throws {
+        let dir = makeTemporaryDirectory("warm")
+        defer { removeTree(dir) }
+        let app = try makeApp(dir)
+        defer { end(app) }
+        let flag = dir + "/go"
+        defer { FileManager.default.createFile(atPath: flag, contents: nil) }
+        // The server inherits the first run's limit (soft and hard: it raises soft to hard).
+        let first = spawn(["prlimit", "--nofile=\(limit):\(limit)", pyzfs, "run", "--keep=60", app, "wait", flag])
+        #expect(eventually { !Start(output: first.stdout).mount.isEmpty }, "\(first.stderr)")
+        let warm = Start(output: first.stdout).mount
+        try #require(warm.hasPrefix("/run/pyzfs/"), "\(first.stdout) \(first.stderr)")
+        var inode = stat()
+        try #require(stat(socketPath(of: warm), &inode) == 0)
+        let (serverPID, ticks) = server(of: warm)
+        try #require(!serverPID.isEmpty)
+        // At its descriptor limit (the system's file table full, ENFILE, is the same) accept(2) itself
+        // fails, and the server's spare descriptor takes the connection to refuse it.
+        let open = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(serverPID)/fd")) ?? []).compactMap(Int.init))
+        let lowestFree = (0...).first { !open.contains($0) }!
+        #expect(run(["prlimit", "--pid", serverPID, "--nofile=\(lowestFree):\(limit)"]).status == 0)
+        let idle = ticks()
+        let atLimit = start(app)
+        #expect(atLimit.status == 0 && !atLimit.mount.isEmpty && atLimit.mount != warm, "\(atLimit.stdout) \(atLimit.result?.stderr ?? "")")
+        // A connection left queued would make the server's poll spin (hundreds of ticks while
+        // the run waits out its 5 s).
+        #expect(ticks() - idle < 50, "the server spun at its descriptor limit: \(ticks() - idle) ticks")
+        var after = stat()
+        #expect(stat(socketPath(of: warm), &after) == 0 && after.st_ino == inode.st_ino, "the run refused at the limit took the server's socket")
+        #expect(run(["prlimit", "--pid", serverPID, "--nofile=\(limit):\(limit)"]).status == 0)
+        // Each attached run holds two of the server's descriptors: runs until one is refused
+        // (they never leave it with none at all: taking a run needs three).
+        var attached: [Spawned] = [first]
+        var refused: Spawned? = nil
+        for _ in 0..<limit {
+            let before = ticks()
+            let next = spawn([pyzfs, "run", "--keep=60", app, "wait", flag])
+            #expect(eventually { !Start(output: next.stdout).mount.isEmpty }, "\(next.stderr)")
+            if Start(output: next.stdout).mount == warm {
+                attached.append(next)
+                continue
+            }
+            refused = next
+            #expect(ticks() - before < 50, "the server spun while refusing: \(ticks() - before) ticks")
+            break
+        }
+        try #require(refused != nil, "no run was refused with \(attached.count) attached at a limit of \(limit)")
+        #expect(stat(socketPath(of: warm), &after) == 0 && after.st_ino == inode.st_ino, "the refused run took the server's socket")
+        FileManager.default.createFile(atPath: flag, contents: nil)
+        for run in attached + [refused!] { #expect(run.wait() == 0, "\(run.stdout) \(run.stderr)") }
+        let later = start(app)
+        #expect(later.status == 0 && later.mount == warm, "\(later.stdout) \(later.result?.stderr ?? "")")
+        #expect(eventually { mounts(of: app) == [warm] }, "\(mounts(of: app))")
+    }
+
+    @Test("a run waits a bounded time for another run holding the key's lock, then runs on a mount of its own")
+    func stuckLockHolder() throws {
+        let dir = makeTemporaryDirectory("warm")
+        defer { removeTree(dir) }
+        let app = try makeApp(dir)
+        defer { end(app) }
+        let warm = start(app)
+        try #require(warm.status == 0 && warm.mount.hasPrefix("/run/pyzfs/"), "\(warm.stdout)")
+        let lockPath = socketPath(of: warm.mount).replacingOccurrences(of: ".sock", with: ".lock")
+        // A run stopped while it held the lock (SIGSTOP, a debugger): this test holds it instead.
+        let fd = open(lockPath, O_RDWR | O_CLOEXEC)
+        try #require(fd >= 0 && flock(fd, LOCK_EX) == 0)
+        let stuck = start(app)
+        flock(fd, LOCK_UN)
+        close(fd)
+        let stderr = stuck.result?.stderr ?? ""
+        #expect(stuck.status == 0 && !stuck.mount.isEmpty && stuck.mount != warm.mount, "\(stuck.stdout) \(stderr)")
+        #expect(stderr.contains("has held \(lockPath) for 10 s"), "\(stderr)")
+        let later = start(app)
+        #expect(later.status == 0 && later.mount == warm.mount, "the warm server was lost: \(later.stdout)")
     }
 }
