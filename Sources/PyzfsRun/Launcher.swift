@@ -125,21 +125,15 @@ public struct Launcher {
         // so that it stays outside the namespace whose death ends the mount. As PID 1 it would
         // come back to this process anyway: forked once.
         let isInit = getpid() == 1
-        let first = fork()
-        if first < 0 {
-            close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
-            made?.remove()
-            throw .failed("cannot fork: \(errnoText(errno))")
-        }
-        if first == 0 {
-            if !isInit && fork() != 0 { _exit(0) }
+        let forked = Self.forkServer(twice: !isInit) {
             close(channel[0])
             close(ready[0])
             serveAdopted(opened, options: options, place: place, channel: channel[1], ready: ready[1])
         }
-        if !isInit {
-            var status: Int32 = 0
-            waitpid(first, &status, 0)
+        if forked == nil {
+            close(channel[0]); close(channel[1]); close(ready[0]); close(ready[1])
+            made?.remove()
+            throw .failed("cannot fork: \(errnoText(errno))")
         }
         close(channel[1])
         close(ready[1])
@@ -316,10 +310,7 @@ public struct Launcher {
         var ready: [Int32] = [-1, -1]
         guard makePipe(&lifetime), makePipe(&ready) else { fatal("cannot create a pipe: \(errnoText(errno))", directory) }
         let isInit = getpid() == 1
-        let first = fork()
-        if first < 0 { fatal("cannot fork: \(errnoText(errno))", directory) }
-        if first == 0 {
-            if !isInit && fork() != 0 { _exit(0) }
+        let forked = Self.forkServer(twice: !isInit) {
             close(lifetime[1])
             close(ready[0])
             detach(keeping: [lifetime[0], ready[1], opened.file.fd, server.fd], options: options)
@@ -332,10 +323,7 @@ public struct Launcher {
             directory.remove()
             _exit(0)
         }
-        if !isInit {
-            var status: Int32 = 0
-            waitpid(first, &status, 0)
-        }
+        guard let first = forked else { fatal("cannot fork: \(errnoText(errno))", directory) }
         close(lifetime[0])
         close(ready[1])
         close(server.fd)
@@ -499,10 +487,7 @@ public struct Launcher {
             return nil
         }
         guard listener >= 0, pidfd >= 0, callerError >= 0, makePipe(&ready) else { return abandon() }
-        let first = fork()
-        if first < 0 { return abandon() }
-        if first == 0 {
-            if fork() != 0 { _exit(0) }
+        let forked = Self.forkServer(twice: true) {
             close(ready[0])
             detachFromCaller(keeping: [listener, ready[1], opened.file.fd, server.fd, pidfd, callerError, directoryLock],
                              logFD: openLogFile(options))
@@ -524,8 +509,7 @@ public struct Launcher {
             log.info("warm server of \(opened.path) ended; removed \(mountpoint)")
             _exit(0)
         }
-        var status: Int32 = 0
-        waitpid(first, &status, 0)
+        if forked == nil { return abandon() }
         for fd in [listener, pidfd, callerError, directoryLock, ready[1], server.fd] { close(fd) }
         let usable = waitForReady(ready[0])
         close(ready[0])
@@ -536,6 +520,24 @@ public struct Launcher {
             return nil
         }
         return mountpoint
+    }
+
+    /// Forks a server process that runs `body`: `twice`, so that it is not the app's child (the
+    /// middle process exits at once and is reaped here); once as PID 1, where it would come back
+    /// to this process anyway. The pid of the process forked (the server only when once); nil
+    /// with errno when fork(2) failed.
+    private static func forkServer(twice: Bool, _ body: () -> Never) -> pid_t? {
+        let first = fork()
+        if first < 0 { return nil }
+        if first == 0 {
+            if twice && fork() != 0 { _exit(0) }
+            body()
+        }
+        if twice {
+            var status: Int32 = 0
+            waitpid(first, &status, 0)
+        }
+        return first
     }
 
     // MARK: running the app
