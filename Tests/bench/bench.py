@@ -929,9 +929,11 @@ def pyzfs_stats(pyzfs, mnt) -> dict | None:
 
 
 def warm_mounts() -> list[str]:
-    """Mount points of warm servers (fuse.pyzfs under /run/pyzfs/) in this namespace."""
-    return [point for _, point, fstype, _ in mount_table()
-            if fstype == "fuse.pyzfs" and point.startswith(WARM_ROOT)]
+    """Mount points of this benchmark's warm servers (fuse.pyzfs under /run/pyzfs/ of an
+    archive under WORK) in this namespace: other warm servers of this user are not its to end."""
+    work = os.path.realpath(WORK) + "/"
+    return [point for _, point, fstype, source in mount_table()
+            if fstype == "fuse.pyzfs" and point.startswith(WARM_ROOT) and os.path.realpath(source).startswith(work)]
 
 
 class StartCost:
@@ -1456,14 +1458,10 @@ class Bench:
         return self._warm
 
     def end_warm_servers(self):
-        """Ends the warm servers: `pyzfs unmount --warm` (every one of this user), or where this
-        pyzfs has no such flag, each fuse.pyzfs mount under /run/pyzfs unmounted by hand."""
-        if self.has_warm():
-            r = run([self.pyzfs, "unmount", "--warm"], UNMOUNT_TIMEOUT)
-            if not r.ok:
-                problem(f"pyzfs unmount --warm: {r.describe()}")
+        """Ends this benchmark's warm servers: each of its warm mounts detached (its server
+        exits then). Not `pyzfs unmount --warm`, which would end every warm server of this user."""
         for point in warm_mounts():
-            for argv in ([self.pyzfs, "unmount", point], ["fusermount3", "-uz", point], ["umount", "-l", point]):
+            for argv in ([self.pyzfs, "unmount", "-l", point], ["fusermount3", "-uz", point], ["umount", "-l", point]):
                 if not is_mounted(Path(point)):
                     break
                 run(argv, UNMOUNT_TIMEOUT)
@@ -1542,7 +1540,7 @@ class Bench:
             self.end_warm_servers()
         return Table("7. pyzfs run: first and later starts", (
             f"`pyzfs run` of the deflated pyz with `PYZFS_KEEP={KEEP}`: first starts each after "
-            "`pyzfs unmount --warm`, later starts consecutive runs on the kept warm server (the "
+            "its warm mounts detached, later starts consecutive runs on the kept warm server (the "
             f"ratio is the median of {self.pairs} alternating pairs with the extracted directory, "
             "q1–q3 beside it, and 'met' when q3 is at or below the issue 12 target). CPU: the app's from its rusage, the server's from /proc/PID/stat of "
             "the process `pyzfs stats` names; counters are differences over one start."),
@@ -1606,8 +1604,8 @@ class Bench:
             self.end_warm_servers()
         return Table("8. shiv and pex under pyzfs run", (
             "The shiv and the pex of the workload (no pycs, as the tools build them) and their "
-            "`pyzfs optimize` outputs started by `pyzfs run` (first start: after `pyzfs unmount "
-            "--warm`; later starts: consecutive runs on the warm server) against the tool's own first "
+            "`pyzfs optimize` outputs started by `pyzfs run` (first start: after its warm mounts "
+            "are detached; later starts: consecutive runs on the warm server) against the tool's own first "
             "start (its cache emptied) and warm start, alternating; later starts in "
             f"{self.pairs} pairs (q1–q3 beside the median ratio, 'met' when q3 is at or below the "
             "issue 12 target)."), None, rows,
@@ -1852,7 +1850,7 @@ site-packages with their mtimes and byte-compiled as pip does (timestamp pycs), 
 4. **many**: mount of a 100,000-entry zip until its last entry can be stat'ed.
 5. **big**: one 512 MiB deflated zip64 member: `dd`, 1,000 random 4 KiB reads, peak RSS, disk use.
 6. **run / optimize**: `pyzfs run` overhead and `pyzfs optimize` output (when pyzfs has them).
-7. **run-warm**: `pyzfs run` of the deflated pyz, first start (after `pyzfs unmount --warm`) and
+7. **run-warm**: `pyzfs run` of the deflated pyz, first start (after its warm mounts are detached) and
    later starts on the kept warm server (`PYZFS_KEEP`), and with `PYZFS_KEEP=0`.
 8. **bundled**: the shiv and the pex (no pycs) and their `pyzfs optimize` outputs under `pyzfs run`
    against the tool's own first start (empty cache) and warm start.
