@@ -288,11 +288,19 @@ struct InterpreterProbe {
     public static func facts(of python: String) -> InterpreterFacts? { start(python)?.finish() }
 
     /// The facts of a CPython binary named `pythonX.Y` (after symlinks) on this system, without
-    /// running it; nil for anything else (a wrapper, a pyenv shim), which must be asked.
+    /// running it; nil for anything else (a wrapper, a pyenv shim, even one named `pythonX.Y`:
+    /// not an ELF file), which must be asked.
     static func quickFacts(of python: String) -> InterpreterFacts? {
         guard let real = realpath(python, nil) else { return nil }
         defer { free(real) }
-        let name = String(string(fromCString: real).split(separator: "/").last ?? "")
+        let path = string(fromCString: real)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        var magic = [UInt8](repeating: 0, count: 4)
+        let n = read(fd, &magic, 4)
+        close(fd)
+        guard n == 4, magic == [0x7F, 0x45, 0x4C, 0x46] else { return nil }
+        let name = String(path.split(separator: "/").last ?? "")
         guard name.hasPrefix("python"), let dot = name.firstIndex(of: "."),
               let major = Int(name[name.index(name.startIndex, offsetBy: 6)..<dot]),
               let minor = Int(name[name.index(after: dot)...]) else { return nil }
