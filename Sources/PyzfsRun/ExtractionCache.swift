@@ -123,10 +123,17 @@ public enum ExtractionCache {
         var key = key(of: opened)
         for _ in 0..<2 {
             let entry = root + "/" + key
+            var before = stat()
+            let seen = lstat(entry, &before) == 0 ? before : nil  // before it is read: a rename after shows
             var found = try openEntry(entry, opened, pin: pin)
             if found.needsBuild {
                 let buildLock = try lock(entry + ".lock", LOCK_EX)!  // waits: never nil
-                found = try openEntry(entry, opened, pin: pin)  // another start may have built it meanwhile
+                var now = stat()
+                if case .altered = found, let seen, lstat(entry, &now) == 0, now.st_ino == seen.st_ino, now.st_dev == seen.st_dev {
+                    // The directory found altered is still there: its tree is not compared again.
+                } else {
+                    found = try openEntry(entry, opened, pin: pin)  // another start may have built it meanwhile
+                }
                 if found.needsBuild {
                     if case let .altered(why) = found { log.warning("the cache entry \(entry) is not \(opened.path)'s as pinned (\(why)); extracting it again") }
                     try build(opened, entry: entry, pin: pin)
