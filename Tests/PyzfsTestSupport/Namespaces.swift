@@ -17,11 +17,12 @@ public let hideFUSE = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3"
 public let emptyReadOnlyTmp = "mount -t tmpfs -o mode=1777 none /tmp && mount -o remount,ro /tmp"
 
 /// Shell commands that define `pyzfs_mounts`: how many pyzfs mounts (and pyzfs run's tmpfs
-/// mounts) this namespace has beyond those it was made with. unshare copies every mount of the
-/// moment, other tests' running mounts included, and with private propagation those copies
-/// stay: only the difference is the script's own.
+/// mounts) this namespace has that it was not made with. unshare copies every mount of the
+/// moment, other tests' running mounts included; those copies are not the script's, and one
+/// can vanish meanwhile (an rmdir of its mount point in the host takes it from every
+/// namespace), so mounts are told apart by ID and mount point, not counted.
 public let countPyzfsMounts = """
-pyzfs_count() { grep -c -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo; }
-pyzfs_base=$(pyzfs_count)
-pyzfs_mounts() { echo $(( $(pyzfs_count) - pyzfs_base )); }
+pyzfs_list() { grep -e fuse.pyzfs -e pyzfs-run- /proc/self/mountinfo | cut -d' ' -f1,5 | tr ' ' '@'; }
+pyzfs_base=" $(pyzfs_list | tr '\\n' ' ') "
+pyzfs_mounts() { n=0; for m in $(pyzfs_list); do case "$pyzfs_base" in *" $m "*) ;; *) n=$((n+1));; esac; done; echo $n; }
 """
