@@ -139,7 +139,7 @@ public struct AppVenv: Sendable {
 }
 
 /// Whether the file at `path` starts as an ELF file does.
-private func isELF(_ path: String) -> Bool {
+func isELF(_ path: String) -> Bool {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return false }
     defer { close(fd) }

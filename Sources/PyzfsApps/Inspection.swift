@@ -294,12 +294,7 @@ struct InterpreterProbe {
         guard let real = realpath(python, nil) else { return nil }
         defer { free(real) }
         let path = string(fromCString: real)
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        var magic = [UInt8](repeating: 0, count: 4)
-        let n = read(fd, &magic, 4)
-        close(fd)
-        guard n == 4, magic == [0x7F, 0x45, 0x4C, 0x46] else { return nil }
+        guard isELF(path) else { return nil }
         let name = String(path.split(separator: "/").last ?? "")
         guard name.hasPrefix("python"), let dot = name.firstIndex(of: "."),
               let major = Int(name[name.index(name.startIndex, offsetBy: 6)..<dot]),
