@@ -128,12 +128,13 @@ public enum ExtractionCache {
             var found = try openEntry(entry, opened, pin: pin)
             if found.needsBuild {
                 let buildLock = try lock(entry + ".lock", LOCK_EX)!  // waits: never nil
+                // Another start may have built it meanwhile; a directory found altered that is still
+                // there is not compared again.
                 var now = stat()
-                if case .altered = found, let seen, lstat(entry, &now) == 0, now.st_ino == seen.st_ino, now.st_dev == seen.st_dev {
-                    // The directory found altered is still there: its tree is not compared again.
-                } else {
-                    found = try openEntry(entry, opened, pin: pin)  // another start may have built it meanwhile
-                }
+                let stillAltered = if case .altered = found, let seen, lstat(entry, &now) == 0 {
+                    now.st_ino == seen.st_ino && now.st_dev == seen.st_dev
+                } else { false }
+                if !stillAltered { found = try openEntry(entry, opened, pin: pin) }
                 if found.needsBuild {
                     if case let .altered(why) = found { log.warning("the cache entry \(entry) is not \(opened.path)'s as pinned (\(why)); extracting it again") }
                     try build(opened, entry: entry, pin: pin)
