@@ -141,6 +141,11 @@ int pyzfs_termination_signalfd(void) {
 static void pyzfs_ignore_signal(int signal) { (void)signal; }
 
 int pyzfs_flock_within(int fd, int milliseconds) {
+    if (milliseconds <= 0) {
+        int r;
+        while ((r = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR) {}
+        return r;
+    }
     // A timer aimed at this thread alone (SIGEV_THREAD_ID) interrupts the blocking flock with
     // EINTR: no polling, and other threads' signals are untouched.
     struct sigaction quiet, old;

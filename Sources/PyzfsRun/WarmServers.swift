@@ -180,14 +180,14 @@ public enum WarmServers {
             return key.count == 32 && key.allSatisfy(\.isHexDigit) ? String(key) : nil
         })
         for key in keys {
-            guard let lock = WarmLock(dir + "/" + key + ".lock", waitingAtMost: WarmLock.longestWait) else {
-                let path = dir + "/" + key + ".lock"
-                failure = failure ?? Failure(Exit.busy, "cannot clear the warm server \(key): a pyzfs run has held \(path) for \(Int(WarmLock.longestWait)) s (fuser -v \(path) names it); retry once it is done, or end it")
+            let lockPath = dir + "/" + key + ".lock"
+            guard let lock = WarmLock(lockPath, waitingAtMost: WarmLock.longestWait) else {
+                failure = failure ?? Failure(Exit.busy, "cannot clear the warm server \(key): a pyzfs run has held \(lockPath) for \(Int(WarmLock.longestWait)) s (fuser -v \(lockPath) names it); retry once it is done, or end it")
                 continue
             }
             if attachable(dir + "/" + key + ".sock") { continue }  // started since: not ours to end
             clearStale(dir: dir, key: key)
-            unlink(dir + "/" + key + ".lock")
+            unlink(lockPath)
             _ = consume lock
         }
         if let failure { throw failure }
@@ -224,16 +224,9 @@ struct WarmLock: ~Copyable {
         while true {
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else { return nil }
-            let left = Int32(max(0, (deadline - monotonicSeconds()) * 1000))
-            var r: Int32
-            if left > 0 {
-                r = pyzfs_flock_within(fd, left)
-            } else {
-                repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
-                if r != 0 && errno == EWOULDBLOCK && seconds > 0 { errno = ETIMEDOUT }
-            }
-            guard r == 0 else {
-                let cause = errno
+            guard pyzfs_flock_within(fd, Int32(max(0, (deadline - monotonicSeconds()) * 1000))) == 0 else {
+                // A wait that ran out while the lock file was being replaced is a wait run out too.
+                let cause = errno == EWOULDBLOCK && seconds > 0 ? ETIMEDOUT : errno
                 close(fd)
                 errno = cause
                 return nil

@@ -42,7 +42,8 @@ int pyzfs_is_live_fuse(const char *path);
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads started later inherit the
 /// mask) and returns a signalfd(2) that reads them; -1 on error.
 int pyzfs_termination_signalfd(void);
-/// flock(2) LOCK_EX of `fd`, waiting at most `milliseconds`: 0, or -1 with errno (ETIMEDOUT when
-/// the wait ran out). Uses SIGALRM in the calling thread for the wait's length.
+/// flock(2) LOCK_EX of `fd`, waiting at most `milliseconds` (0: tried once, EWOULDBLOCK when
+/// held): 0, or -1 with errno (ETIMEDOUT when the wait ran out). Uses SIGALRM in the calling
+/// thread for the wait's length.
 int pyzfs_flock_within(int fd, int milliseconds);
 #endif
